@@ -1,0 +1,111 @@
+"""`backtrace explain`: a formula forward and backward, step by step."""
+from __future__ import annotations
+
+import math
+import sys
+
+import click
+
+from ..errors import MissingValueError, UsageError
+from ..ops import CONSTANTS, FUNCTIONS, INFIX_OPS
+from ..parser import Limits
+from ..render import FORMATS
+
+_LANGUAGE = (
+    "\b\nFormula language:\n"
+    "  statements:  name = expression, separated by ';' or new lines; the last is the output\n"
+    f"  operators:   {' '.join(INFIX_OPS)} and unary -, parentheses; ** is right-associative\n"
+    f"  functions:   {' '.join(sorted(FUNCTIONS))}\n"
+    f"  constants:   {' '.join(CONSTANTS)}\n"
+    "  every other name is an input: give it a value as --x -2, --x=-2 or x=-2\n"
+    "\b\nExamples:\n"
+    '  backtrace explain "f=(x+y)*z" --x -2 --y 5 --z -4\n'
+    '  backtrace explain "q = x + y; f = q * z" x=-2 y=5 z=-4 --format markdown\n'
+    '  backtrace explain "1/(1+exp(-(w0*x0+w1*x1+w2)))" --w0 2 --x0 -1 --w1 -3 --x1 -2 --w2 -3\n'
+    "\b\nA variable named like an option (format, step, ...) takes the name=value form."
+)
+
+
+def parse_values(tokens: tuple[str, ...]) -> dict[str, float]:
+    """'--x -2', '--x=-2' and 'x=-2' -> {'x': -2.0}."""
+    values: dict[str, float] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.startswith("--") and "=" in tok:
+            name, text = tok[2:].split("=", 1)
+        elif tok.startswith("--") and len(tok) > 2:
+            if i + 1 >= len(tokens):
+                raise MissingValueError(f"{tok} needs a value, e.g. {tok} 1.5")
+            name, text = tok[2:], tokens[i + 1]
+            i += 1
+        elif "=" in tok and not tok.startswith("-"):
+            name, text = tok.split("=", 1)
+        else:
+            raise UsageError(f"unexpected argument {tok!r}: give values as --x -2 or x=-2 "
+                             "(and quote the formula)")
+        if name in values:
+            raise UsageError(f"{name} is given twice")
+        try:
+            number = float(text)
+        except ValueError:
+            raise MissingValueError(f"value of {name} must be a number, got {text!r}") from None
+        if not math.isfinite(number):
+            raise MissingValueError(f"value of {name} must be finite, got {text!r}")
+        values[name] = number
+        i += 1
+    return values
+
+
+@click.command(epilog=_LANGUAGE,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("formula")
+@click.argument("values", nargs=-1, type=click.UNPROCESSED)
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
+              help="How to print: " + "; ".join(f"{k}: {h}" for k, (h, _) in FORMATS.items()) + ".")
+@click.option("--step", is_flag=True,
+              help="Reveal the backward pass one step at a time (Enter: next). Ignored when "
+                   "stdin is not a terminal.")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="FILE",
+              help="Also write the trace to FILE; its suffix picks the format (.json). Repeatable.")
+@click.option("--max-nodes", type=click.IntRange(1), default=Limits.max_nodes, show_default=True,
+              help="Refuse formulas with more nodes than this.")
+def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
+            outputs: tuple[str, ...], max_nodes: int) -> None:
+    """Run FORMULA forward and backward and show every number of the chain rule.
+
+    Prints the forward values, then each backward step in the order autograd runs it
+    (upstream gradient × local derivative = contribution), then ∂f/∂x for each input
+    with its derivation along every path."""
+    from ..engine import explain as run_formula
+    from ..export import export
+    from ..render import render
+    from .output import console, is_terminal
+
+    trace = run_formula(formula, Limits(max_nodes=max_nodes), **parse_values(values))
+    for path in outputs:
+        export(trace, path)
+    fmt = fmt or ("table" if is_terminal() else "plain")
+    out = console()
+    if step and sys.stdin.isatty() and fmt in ("table", "plain"):
+        _step_through(trace, fmt, out)
+        return
+    shown = render(trace, fmt)
+    if isinstance(shown, str):
+        click.echo(shown)
+    else:
+        out.print(shown)
+
+
+def _step_through(trace, fmt: str, out) -> None:
+    """Redraw the view with one more backward step per Enter; 'q' stops."""
+    from ..render.terminal import ExplainView
+
+    for upto in range(len(trace.steps) + 1):
+        out.clear()
+        out.print(ExplainView(trace, fmt, upto))
+        prompt = f"step {upto}/{len(trace.steps)}: Enter for the next step, q to quit "
+        if input(prompt).strip().lower() == "q":
+            return
+    out.clear()
+    out.print(ExplainView(trace, fmt))

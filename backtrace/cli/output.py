@@ -1,0 +1,22 @@
+"""Where CLI output goes: a rich console that degrades to plain text off a terminal."""
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+PIPE_WIDTH = 120  # wide enough that tables do not wrap when written to a file or a pipe
+
+
+def is_terminal() -> bool:
+    """True when stdout is an interactive terminal and NO_COLOR is not set."""
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def console() -> Console:
+    """A console for stdout: colour on a terminal, plain text and a fixed width elsewhere."""
+    if is_terminal():
+        return Console()
+    return Console(file=sys.stdout, color_system=None, width=PIPE_WIDTH, emoji=False,
+                   highlight=False, soft_wrap=False)

@@ -1,0 +1,231 @@
+"""The reference engine: pure Python, exact, iterative. Forward in topological order, backward in
+reverse, recording every step as upstream × local = contribution. Imports no torch."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from numbers import Real
+
+from .errors import DomainError, MissingValueError, UsageError
+from .ir import CONST, INPUT, Graph, format_number
+from .ops import OPS, Op
+from .parser import Limits, parse
+from .trace import Edge, LazySeq, Step, Trace, TraceNode
+
+_REASONS = {ZeroDivisionError: "division by zero", OverflowError: "overflow",
+            ValueError: "outside the op's domain"}
+
+
+class Tape:
+    """The raw numbers of one pass in flat lists; `to_trace` views them as a Trace lazily."""
+
+    __slots__ = ("ops", "ins", "vals", "grads", "order", "upstream", "locals", "contribs")
+
+    def __init__(self, ops: list[Op | None], ins: list[tuple[int, ...]], vals: list[float]) -> None:
+        self.ops, self.ins, self.vals = ops, ins, vals
+        self.grads: list[float | None] = []
+        self.order: list[int] = []  # node index of each backward step, in execution order
+        self.upstream: list[float] = []
+        self.locals: list[float | None] = []  # one per edge of each step, flattened
+        self.contribs: list[float | None] = []
+
+
+def needs_grad(ins: list[tuple[int, ...]], is_input: list[bool], output: int) -> bytearray:
+    """1 for nodes on a path from an input to the output: the ones backward visits."""
+    n = len(ins)
+    depends = bytearray(is_input)
+    for i, args in enumerate(ins):  # topological order, so one forward sweep suffices
+        if args and not depends[i]:
+            for j in args:
+                if depends[j]:
+                    depends[i] = 1
+                    break
+    active = bytearray(n)
+    active[output] = depends[output]
+    for i in range(output, -1, -1):  # and one backward sweep finds the output's ancestors
+        if active[i]:
+            for j in ins[i]:
+                if depends[j]:
+                    active[j] = 1
+    return active
+
+
+def backward(tape: Tape, output: int, active: bytearray) -> None:
+    """Fill the tape's gradients and steps: the engine multiplies, ops only give local derivatives."""
+    ops, ins, vals = tape.ops, tape.ins, tape.vals
+    grads = [0.0] * len(vals)
+    grads[output] = 1.0
+    order = [i for i in range(output, -1, -1) if active[i] and ops[i] is not None]
+    upstream = [0.0] * len(order)
+    locs, contribs = tape.locals, tape.contribs
+    add_local, add_contrib = locs.append, contribs.append
+    k = i = 0
+    try:
+        for k, i in enumerate(order):
+            up = grads[i]
+            upstream[k] = up
+            args = ins[i]
+            out = vals[i]
+            derivs = ops[i].derivs
+            if len(args) == 2:
+                a, b = args
+                va, vb = vals[a], vals[b]
+                if active[a]:
+                    loc = derivs[0](va, vb, out)
+                    c = loc * up
+                    grads[a] += c
+                    add_local(loc)
+                    add_contrib(c)
+                else:
+                    add_local(None)
+                    add_contrib(None)
+                if active[b]:
+                    loc = derivs[1](va, vb, out)
+                    c = loc * up
+                    grads[b] += c
+                    add_local(loc)
+                    add_contrib(c)
+                else:
+                    add_local(None)
+                    add_contrib(None)
+            else:
+                a = args[0]
+                loc = derivs[0](vals[a], out)
+                c = loc * up
+                grads[a] += c
+                add_local(loc)
+                add_contrib(c)
+    except (ArithmeticError, ValueError) as exc:
+        raise NodeFailure(i, exc, "the local derivative") from None
+    tape.order, tape.upstream = order, upstream
+    # Nodes backward never reached have no gradient (None), not a gradient of zero.
+    tape.grads = [g if on else None for g, on in zip(grads, active)]
+
+
+def forward(ops: list[Op | None], ins: list[tuple[int, ...]], vals: list[float]) -> None:
+    """Compute every op node's value in place (inputs and constants are already in `vals`)."""
+    i = 0
+    try:
+        for i, op in enumerate(ops):
+            if op is not None:
+                args = ins[i]
+                if len(args) == 2:
+                    vals[i] = op.forward(vals[args[0]], vals[args[1]])
+                else:
+                    vals[i] = op.forward(vals[args[0]])
+    except (ArithmeticError, ValueError) as exc:
+        raise NodeFailure(i, exc, "the value") from None
+
+
+class NodeFailure(Exception):
+    """Raised inside the hot loops; the caller, who knows the node names, turns it into a DomainError."""
+
+    def __init__(self, index: int, exc: Exception, what: str) -> None:
+        super().__init__(index, exc, what)
+        self.index, self.exc, self.what = index, exc, what
+
+    def domain_error(self, ops: list[Op | None], ins: list[tuple[int, ...]], vals: list[float],
+                     name) -> DomainError:
+        """One line naming the node, its op, its inputs and their values."""
+        i, op = self.index, ops[self.index]
+        reason = f"outside the domain of {op.name}" if isinstance(self.exc, ValueError) \
+            else _REASONS.get(type(self.exc), str(self.exc))
+        args = ", ".join(f"{name(j)} = {format_number(vals[j])}" for j in ins[i]
+                         if name(j) != format_number(vals[j])) or "constant inputs"
+        return DomainError(f"cannot compute {self.what} of {name(i)} = "
+                           f"{op.expression(*map(name, ins[i]))} with {args}: {reason}")
+
+
+def check_finite(values: list, ids, what: str) -> None:
+    """Name the first node whose value or gradient is inf or NaN."""
+    if all(map(math.isfinite, (v for v in values if v is not None))):
+        return
+    for i, v in enumerate(values):
+        if v is not None and not math.isfinite(v):
+            cause = "overflow" if math.isinf(v) else "not a number"
+            raise DomainError(f"{what} of {ids(i)} is {format_number(v)} ({cause})")
+
+
+def compile_graph(graph: Graph, values: Mapping[str, float]):
+    """The graph's nodes as flat lists, with inputs and constants filled in."""
+    names = graph.input_names
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise MissingValueError(f"no value for input {', '.join(missing)} "
+                                f"(give it as --{missing[0]} NUMBER or {missing[0]}=NUMBER)")
+    known = set(names)
+    extra = [n for n in values if n not in known]
+    if extra:
+        raise UsageError(f"{', '.join(map(repr, extra))} is not an input of the formula "
+                         f"(its inputs: {', '.join(names) or 'none'})")
+    ops, ins, vals, is_input = [], [], [], []
+    for node in graph.nodes:
+        if node.op == INPUT:
+            v = values[node.id]
+            if isinstance(v, bool) or not isinstance(v, Real):
+                raise MissingValueError(f"value of {node.id} must be a number, got {v!r}")
+            v = float(v)
+            if not math.isfinite(v):
+                raise MissingValueError(f"value of {node.id} must be finite, got {v}")
+            ops.append(None)
+            vals.append(v)
+        elif node.op == CONST:
+            ops.append(None)
+            vals.append(node.value)
+        else:
+            ops.append(OPS[node.op])
+            vals.append(0.0)
+        ins.append(node.inputs)
+        is_input.append(node.op == INPUT)
+    return ops, ins, vals, is_input
+
+
+def run(graph: Graph, values: Mapping[str, float]) -> Trace:
+    """Run a graph forward and backward on the reference engine and return its Trace."""
+    ops, ins, vals, is_input = compile_graph(graph, values)
+    tape = Tape(ops, ins, vals)
+    ids = lambda i: f"{graph.nodes[i].id} = {graph.expression(i)}"  # noqa: E731
+    try:
+        forward(ops, ins, vals)
+        check_finite(vals, ids, "value")
+        backward(tape, graph.output, needs_grad(ins, is_input, graph.output))
+        check_finite(tape.grads, ids, "gradient")
+    except NodeFailure as failure:
+        raise failure.domain_error(ops, ins, vals, graph.label) from None
+    return graph_trace(graph, tape)
+
+
+def graph_trace(graph: Graph, tape: Tape, engine: str = "reference") -> Trace:
+    """View a tape of `graph` as a Trace; nodes and steps are built when first read."""
+    nodes, vals, grads = graph.nodes, tape.vals, tape.grads
+    label, expression = graph.label, graph.expression
+
+    def make_node(i: int) -> TraceNode:
+        n = nodes[i]
+        kind = n.op if n.op in (INPUT, CONST) else "op"
+        return TraceNode(n.id, n.op, tuple(nodes[j].id for j in n.inputs), expression(i),
+                         vals[i], grads[i], kind)
+
+    offsets = [0]
+    for i in tape.order:
+        offsets.append(offsets[-1] + len(nodes[i].inputs))
+
+    def make_step(k: int) -> Step:
+        i = tape.order[k]
+        node, op = nodes[i], OPS[nodes[i].op]
+        operands = [label(j) for j in node.inputs]
+        edges = tuple(
+            Edge(slot, nodes[j].id, tape.locals[offsets[k] + slot],
+                 op.rule(slot, *operands, out=node.id), tape.contribs[offsets[k] + slot],
+                 "" if tape.contribs[offsets[k] + slot] is not None else "constant: no gradient")
+            for slot, j in enumerate(node.inputs))
+        return Step(k, node.id, tape.upstream[k], edges)
+
+    meta = {"formula": graph.source} if graph.source else {}
+    return Trace(engine, nodes[graph.output].id, LazySeq(len(nodes), make_node),
+                 LazySeq(len(tape.order), make_step), meta)
+
+
+def explain(formula: str, limits: Limits | None = None, **values: float) -> Trace:
+    """Parse `formula`, run it forward and backward on the reference engine, return the Trace."""
+    return run(parse(formula, limits or Limits()), values)

@@ -1,0 +1,44 @@
+"""Every error backtrace raises on purpose; the CLI maps each to one line and an exit code."""
+from __future__ import annotations
+
+
+class BacktraceError(Exception):
+    """Base class: a computation or I/O problem (exit code 1)."""
+
+    exit_code = 1
+
+
+class UsageError(BacktraceError):
+    """The user asked for something malformed (exit code 2)."""
+
+    exit_code = 2
+
+
+class FormulaSyntaxError(UsageError):
+    """A formula does not parse; carries the column so the CLI can draw a caret."""
+
+    def __init__(self, message: str, source: str = "", column: int | None = None) -> None:
+        self.message, self.source, self.column = message, source, column
+        where = f" at column {column + 1}" if column is not None else ""
+        super().__init__(f"{message}{where}")
+
+    def caret(self) -> str:
+        """The offending line of the formula with a caret under the column."""
+        if self.column is None or not self.source:
+            return ""
+        start = self.source.rfind("\n", 0, self.column) + 1
+        end = self.source.find("\n", self.column)
+        line = self.source[start : end if end >= 0 else len(self.source)]
+        return f"  {line}\n  {' ' * (self.column - start)}^"
+
+
+class MissingValueError(UsageError):
+    """An input variable has no value, or its value is not a number."""
+
+
+class LimitError(UsageError):
+    """The input is larger than a configured limit (formula length, nesting depth, node count)."""
+
+
+class DomainError(BacktraceError):
+    """A node cannot be evaluated (log of a negative, division by zero, overflow, NaN)."""

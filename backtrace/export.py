@@ -1,0 +1,25 @@
+"""`-o FILE` exports: the file suffix picks an exporter from this registry."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import UsageError
+from .io import write_atomic
+from .trace import Trace
+
+# suffix -> function(trace) -> bytes or str; the rendering issue adds svg, png, pdf, dot, html.
+EXPORTS: dict[str, Callable[[Trace], bytes | str]] = {
+    "json": lambda trace: trace.to_json() + "\n",
+}
+
+
+def export(trace: Trace, path: str | Path) -> Path:
+    """Render `trace` into `path`, in the format its suffix names, atomically."""
+    target = Path(path)
+    suffix = target.suffix.lower().lstrip(".")
+    if suffix not in EXPORTS:
+        known = ", ".join(f".{s}" for s in EXPORTS)
+        raise UsageError(f"cannot tell the format of {target}: use one of {known}")
+    write_atomic(target, EXPORTS[suffix](trace))
+    return target

@@ -1,0 +1,257 @@
+"""The Trace: what one forward and backward pass did, node by node. Every engine emits it and every
+renderer reads it; values may be floats (reference engine), tensor statistics or tensors (torch)."""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BacktraceError
+
+SCHEMA = "backtrace.trace/1"
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """A tensor seen through its shape and a few statistics (the tracer's "stats" level)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    norm: float
+    mean: float
+    absmax: float
+
+    def __str__(self) -> str:
+        from .ir import format_number
+
+        dims = "×".join(map(str, self.shape)) or "scalar"
+        return f"[{dims}] ‖·‖={format_number(self.norm)}"
+
+
+@dataclass(frozen=True)
+class TraceNode:
+    """One node of the forward graph with its value and the gradient ∂output/∂node."""
+
+    id: str
+    op: str  # an op-table name, "input", "const", or an engine's own name (MulBackward0)
+    inputs: tuple[str, ...] = ()
+    expr: str = ""
+    value: Any = None
+    grad: Any = None  # None: no gradient reaches this node
+    kind: str = "op"  # "input", "const" or "op"
+    meta: dict = field(default_factory=dict, compare=True, hash=False)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One input edge of a backward step: upstream × local = contribution."""
+
+    slot: int
+    input: str  # id of the input node
+    local: Any  # ∂node/∂input: a float, a Jacobian, or None when only described
+    rule: str  # the local derivative as text over the operands, e.g. "z"
+    contribution: Any  # local × upstream; None when the input needs no gradient
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One backward step, in execution order: a node receives its upstream gradient and passes on."""
+
+    index: int
+    node: str
+    upstream: Any
+    edges: tuple[Edge, ...]
+    meta: dict = field(default_factory=dict, compare=True, hash=False)
+
+
+class LazySeq(Sequence):
+    """A read-only sequence whose items are built on first access (big traces stay cheap)."""
+
+    def __init__(self, length: int, make: Callable[[int], Any]) -> None:
+        self._length, self._make, self._items = length, make, [None] * length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._length))]
+        if i < 0:
+            i += self._length
+        if not 0 <= i < self._length:
+            raise IndexError(i)
+        item = self._items[i]
+        if item is None:
+            item = self._items[i] = self._make(i)
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(self._length))
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """One forward+backward pass: nodes in topological order, steps in backward execution order."""
+
+    engine: str
+    output: str
+    nodes: Sequence[TraceNode]
+    steps: Sequence[Step]
+    meta: dict = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trace):
+            return NotImplemented
+        return (self.engine, self.output, self.meta) == (other.engine, other.output, other.meta) \
+            and _same(self.nodes, other.nodes) and _same(self.steps, other.steps)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def node(self, node_id: str) -> TraceNode:
+        """The node with this id."""
+        index = self._index
+        if node_id not in index:
+            raise KeyError(f"no node {node_id!r} in this trace")
+        return self.nodes[index[node_id]]
+
+    @property
+    def _index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = {n.id: i for i, n in enumerate(self.nodes)}
+            object.__setattr__(self, "_index_cache", cached)
+        return cached
+
+    @property
+    def value(self) -> Any:
+        """The output's forward value."""
+        return self.node(self.output).value
+
+    @property
+    def grads(self) -> dict[str, Any]:
+        """Each input (named leaf) -> ∂output/∂input."""
+        return {n.id: n.grad for n in self.nodes if n.kind == "input"}
+
+    def consumers(self, node_id: str) -> list[tuple[Step, Edge]]:
+        """Every backward edge that sends gradient into node_id, in execution order (fan-in)."""
+        return [(s, e) for s in self.steps for e in s.edges if e.input == node_id]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict following the versioned schema."""
+        return {
+            "schema": SCHEMA,
+            "engine": self.engine,
+            "output": self.output,
+            "value": encode(self.value),
+            "grads": {k: encode(v) for k, v in self.grads.items()},
+            "meta": encode(self.meta),
+            "nodes": [_node_dict(n) for n in self.nodes],
+            "steps": [_step_dict(s) for s in self.steps],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The trace as JSON text (schema ``backtrace.trace/1``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Trace:
+        """Rebuild a trace from `to_dict` output, refusing other schemas with a clear error."""
+        if not isinstance(data, dict) or not isinstance(data.get("schema"), str):
+            raise TraceFormatError("not a backtrace trace: no 'schema' key")
+        name, _, version = data["schema"].partition("/")
+        if name != "backtrace.trace" or not version.isdigit():
+            raise TraceFormatError(f"unknown schema {data['schema']!r}")
+        if int(version) > int(SCHEMA.rsplit("/", 1)[1]):
+            raise TraceFormatError(f"trace schema {data['schema']} is newer than this backtrace "
+                                   f"reads ({SCHEMA}); upgrade backtrace")
+        try:
+            nodes = tuple(TraceNode(n["id"], n["op"], tuple(n["inputs"]), n.get("expr", ""),
+                                    decode(n.get("value")), decode(n.get("grad")),
+                                    n.get("kind", "op"), decode(n.get("meta", {})))
+                          for n in data["nodes"])
+            steps = tuple(Step(s["index"], s["node"], decode(s.get("upstream")),
+                               tuple(Edge(e["slot"], e["input"], decode(e.get("local")),
+                                          e.get("rule", ""), decode(e.get("contribution")),
+                                          e.get("note", "")) for e in s["edges"]),
+                               decode(s.get("meta", {})))
+                          for s in data["steps"])
+            return cls(data["engine"], data["output"], nodes, steps, decode(data.get("meta", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TraceFormatError(f"malformed trace: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Trace:
+        """Parse JSON text written by `to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(f"not JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+class TraceFormatError(BacktraceError):
+    """A trace file is malformed or of a schema this version cannot read."""
+
+
+def _same(a: Sequence, b: Sequence) -> bool:
+    return len(a) == len(b) and all(x == y for x, y in zip(a, b))
+
+
+def _node_dict(n: TraceNode) -> dict:
+    return {"id": n.id, "op": n.op, "kind": n.kind, "inputs": list(n.inputs), "expr": n.expr,
+            "value": encode(n.value), "grad": encode(n.grad), "meta": encode(n.meta)}
+
+
+def _step_dict(s: Step) -> dict:
+    return {"index": s.index, "node": s.node, "upstream": encode(s.upstream), "meta": encode(s.meta),
+            "edges": [{"slot": e.slot, "input": e.input, "local": encode(e.local), "rule": e.rule,
+                       "contribution": encode(e.contribution), "note": e.note} for e in s.edges]}
+
+
+_SPECIAL = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def encode(v: Any) -> Any:
+    """A value as JSON data: floats stay numbers (non-finite ones become tagged strings)."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else {"float": repr(v)}
+    if isinstance(v, TensorStats):
+        return {"stats": {"shape": list(v.shape), "dtype": v.dtype, "norm": encode(v.norm),
+                          "mean": encode(v.mean), "absmax": encode(v.absmax)}}
+    if isinstance(v, dict):
+        return {"dict": {str(k): encode(x) for k, x in v.items()}}
+    if isinstance(v, (list, tuple)):
+        return {"list": [encode(x) for x in v]}
+    if type(v).__module__.startswith("torch"):
+        return {"tensor": {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape),
+                           "data": [encode(float(x)) for x in v.detach().cpu().double().flatten().tolist()]}}
+    return {"text": str(v)}
+
+
+def decode(d: Any) -> Any:
+    """Inverse of `encode`."""
+    if not isinstance(d, dict):
+        return d
+    (tag, body), = d.items() if len(d) == 1 else ((None, None),)
+    if tag == "float":
+        return _SPECIAL[body]
+    if tag == "stats":
+        return TensorStats(tuple(body["shape"]), body["dtype"], decode(body["norm"]),
+                           decode(body["mean"]), decode(body["absmax"]))
+    if tag == "dict":
+        return {k: decode(x) for k, x in body.items()}
+    if tag == "list":
+        return tuple(decode(x) for x in body)
+    if tag == "tensor":
+        import torch
+
+        data = torch.tensor([decode(x) for x in body["data"]], dtype=torch.float64)
+        return data.to(getattr(torch, body["dtype"])).reshape(body["shape"])
+    if tag == "text":
+        return body
+    raise TraceFormatError(f"unknown value encoding {d!r}")

@@ -1,0 +1,148 @@
+"""A micrograd-style scalar `Value` over the reference engine, for building graphs in Python."""
+from __future__ import annotations
+
+from itertools import count
+from numbers import Real
+
+from .engine import NodeFailure, Tape, backward, check_finite, graph_trace, needs_grad
+from .ir import CONST, INPUT, GraphBuilder, format_number
+from .ops import OPS, Op
+from .trace import Trace
+
+_CONST = "const"
+_created = count()
+
+
+class Value:
+    """A scalar that remembers how it was computed; `backward()` fills `.grad` like PyTorch."""
+
+    __slots__ = ("data", "grad", "_op", "_prev", "label", "_n")
+
+    def __init__(self, data: float, label: str | None = None, _prev: tuple = (),
+                 _op: Op | str | None = None) -> None:
+        self.data = float(data)
+        self.grad = 0.0
+        self._prev = _prev
+        self._op = _op  # an Op; None for a leaf the user made; "const" for a wrapped number
+        self.label = label
+        self._n = next(_created)  # creation order is a topological order, and deterministic
+
+    def __repr__(self) -> str:
+        name = f"{self.label}, " if self.label else ""
+        return f"Value({name}data={self.data:g}, grad={self.grad:g})"
+
+    def backward(self) -> None:
+        """Accumulate ∂self/∂leaf into every leaf's `.grad` (and ∂self/∂v into each v's).
+
+        Every call starts from fresh gradients, so a second call adds the same amount again
+        (twice the value, as in PyTorch) instead of compounding stale intermediate grads."""
+        order, tape = _run_backward(self)
+        for v, g in zip(order, tape.grads):
+            if g is not None:
+                v.grad += g
+
+    def trace(self) -> Trace:
+        """This value's forward and backward pass as a Trace (leaves `.grad` untouched)."""
+        order, tape = _run_backward(self)
+        builder = GraphBuilder(max_nodes=len(order) + 1)
+        index = {}
+        for k, v in enumerate(order):
+            op = v._op
+            kind = INPUT if op is None else CONST if op == _CONST else op.name
+            index[v] = builder.add(kind, tuple(index[c] for c in v._prev),
+                                   v.data if op == _CONST else None,
+                                   v.label or (f"v{k}" if op is None else None))
+        return graph_trace(builder.build(len(order) - 1), tape)
+
+    def zero_grad(self) -> None:
+        """Set `.grad` to 0 on this value and everything it was computed from."""
+        for v in _topological(self):
+            v.grad = 0.0
+
+    # -- operators: each is one op-table row applied through `_apply`
+    def __add__(self, other): return _apply(_ADD, self, other)
+    def __radd__(self, other): return _apply(_ADD, other, self)
+    def __sub__(self, other): return _apply(_SUB, self, other)
+    def __rsub__(self, other): return _apply(_SUB, other, self)
+    def __mul__(self, other): return _apply(_MUL, self, other)
+    def __rmul__(self, other): return _apply(_MUL, other, self)
+    def __truediv__(self, other): return _apply(_DIV, self, other)
+    def __rtruediv__(self, other): return _apply(_DIV, other, self)
+    def __pow__(self, other): return _apply(_POW, self, other)
+    def __rpow__(self, other): return _apply(_POW, other, self)
+    def __neg__(self): return _apply(_NEG, self)
+
+
+_ADD, _SUB, _MUL, _DIV, _POW, _NEG = (OPS[k] for k in ("add", "sub", "mul", "div", "pow", "neg"))
+
+
+def _value(x) -> Value:
+    if isinstance(x, Real) and not isinstance(x, bool):
+        return Value(x, _op=_CONST)
+    return NotImplemented
+
+
+def _apply(op: Op, *args) -> Value:
+    """Run one op-table row forward on Values (numbers become constants)."""
+    args = tuple(a if a.__class__ is Value else _value(a) for a in args)
+    if NotImplemented in args:
+        return NotImplemented
+    try:
+        data = op.forward(*[a.data for a in args])
+    except (ArithmeticError, ValueError) as exc:
+        vals = [0.0, *(a.data for a in args)]
+        names = [op.name, *(a.label or format_number(a.data) for a in args)]
+        raise NodeFailure(0, exc, "the value").domain_error(
+            [op], [tuple(range(1, len(vals)))], vals, names.__getitem__) from None
+    out = _new(Value)
+    out.data, out.grad, out._prev, out._op, out.label, out._n = data, 0.0, args, op, None, next(_created)
+    return out
+
+
+_new = object.__new__
+
+
+def _method(op: Op):
+    def method(self: Value, *others) -> Value:
+        return _apply(op, self, *others)
+
+    method.__name__, method.__doc__ = op.name, f"{op.doc} ({op.rule_text(0)})"
+    return method
+
+
+# exp, log, tanh, relu, sigmoid, max, min, ... as methods: one loop over the op table.
+for _op in OPS.values():
+    if _op.kind == "call" and not hasattr(Value, _op.name):
+        setattr(Value, _op.name, _method(_op))
+
+
+def _topological(root: Value) -> list[Value]:
+    """Everything root depends on, oldest first: an explicit stack, so a million-deep chain is fine."""
+    seen, stack = {root}, [root]
+    while stack:
+        for c in stack.pop()._prev:
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return sorted(seen, key=_creation)
+
+
+def _creation(v: Value) -> int:
+    return v._n
+
+
+def _run_backward(root: Value) -> tuple[list[Value], Tape]:
+    order = _topological(root)
+    index = {v: k for k, v in enumerate(order)}
+    ops = [v._op if isinstance(v._op, Op) else None for v in order]
+    ins = [tuple(index[c] for c in v._prev) for v in order]
+    vals = [v.data for v in order]
+    is_input = [v._op is None for v in order]
+    tape = Tape(ops, ins, vals)
+    names = lambda i: order[i].label or f"%{i}"  # noqa: E731
+    try:
+        backward(tape, len(order) - 1, needs_grad(ins, is_input, len(order) - 1))
+    except NodeFailure as failure:
+        raise failure.domain_error(ops, ins, vals, names) from None
+    check_finite(tape.grads, names, "gradient")
+    return order, tape
