@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import accumulate
 from numbers import Real
 
 from .errors import DomainError, MissingValueError, UsageError
@@ -99,7 +101,7 @@ def backward(tape: Tape, output: int, active: bytearray) -> None:
         raise NodeFailure(i, exc, "the local derivative") from None
     tape.order, tape.upstream = order, upstream
     # Nodes backward never reached have no gradient (None), not a gradient of zero.
-    tape.grads = [g if on else None for g, on in zip(grads, active)]
+    tape.grads = grads if all(active) else [g if on else None for g, on in zip(grads, active)]
 
 
 def forward(ops: list[Op | None], ins: list[tuple[int, ...]], vals: list[float]) -> None:
@@ -138,57 +140,79 @@ class NodeFailure(Exception):
 
 def check_finite(values: list, ids, what: str) -> None:
     """Name the first node whose value or gradient is inf or NaN."""
-    if all(map(math.isfinite, (v for v in values if v is not None))):
-        return
+    try:
+        if math.isfinite(sum(values)):  # one C-speed pass; a non-finite sum is checked exactly
+            return
+    except TypeError:  # None for nodes without a gradient
+        if math.isfinite(sum(v for v in values if v is not None)):
+            return
     for i, v in enumerate(values):
         if v is not None and not math.isfinite(v):
             cause = "overflow" if math.isinf(v) else "not a number"
             raise DomainError(f"{what} of {ids(i)} is {format_number(v)} ({cause})")
 
 
-def compile_graph(graph: Graph, values: Mapping[str, float]):
-    """The graph's nodes as flat lists, with inputs and constants filled in."""
-    names = graph.input_names
-    missing = [n for n in names if n not in values]
+@dataclass(frozen=True)
+class Compiled:
+    """The value-independent part of a graph as flat lists, computed once per Graph."""
+
+    ops: list[Op | None]
+    ins: list[tuple[int, ...]]
+    consts: list[float]  # constants in place, 0.0 elsewhere
+    inputs: list[tuple[int, str]]  # (node index, name) of each input
+    active: bytearray
+
+    @classmethod
+    def of(cls, graph: Graph) -> Compiled:
+        """The graph's compiled form, cached on the graph (graphs are immutable)."""
+        cached = graph.__dict__.get("_compiled")
+        if cached is None:
+            nodes = graph.nodes
+            ops = [OPS.get(n.op) for n in nodes]
+            ins = [n.inputs for n in nodes]
+            consts = [n.value if n.op == CONST else 0.0 for n in nodes]
+            is_input = [n.op == INPUT for n in nodes]
+            inputs = [(i, nodes[i].id) for i, flag in enumerate(is_input) if flag]
+            cached = cls(ops, ins, consts, inputs, needs_grad(ins, is_input, graph.output))
+            object.__setattr__(graph, "_compiled", cached)
+        return cached
+
+
+def input_values(graph: Graph, values: Mapping[str, float]) -> list[float]:
+    """Every node's starting value: the given inputs (checked) and the constants."""
+    compiled = Compiled.of(graph)
+    missing = [name for _, name in compiled.inputs if name not in values]
     if missing:
         raise MissingValueError(f"no value for input {', '.join(missing)} "
                                 f"(give it as --{missing[0]} NUMBER or {missing[0]}=NUMBER)")
-    known = set(names)
-    extra = [n for n in values if n not in known]
-    if extra:
-        raise UsageError(f"{', '.join(map(repr, extra))} is not an input of the formula "
-                         f"(its inputs: {', '.join(names) or 'none'})")
-    ops, ins, vals, is_input = [], [], [], []
-    for node in graph.nodes:
-        if node.op == INPUT:
-            v = values[node.id]
-            if isinstance(v, bool) or not isinstance(v, Real):
-                raise MissingValueError(f"value of {node.id} must be a number, got {v!r}")
-            v = float(v)
-            if not math.isfinite(v):
-                raise MissingValueError(f"value of {node.id} must be finite, got {v}")
-            ops.append(None)
-            vals.append(v)
-        elif node.op == CONST:
-            ops.append(None)
-            vals.append(node.value)
-        else:
-            ops.append(OPS[node.op])
-            vals.append(0.0)
-        ins.append(node.inputs)
-        is_input.append(node.op == INPUT)
-    return ops, ins, vals, is_input
+    if len(values) > len(compiled.inputs):
+        known = {name for _, name in compiled.inputs}
+        extra = ", ".join(repr(n) for n in values if n not in known)
+        raise UsageError(f"{extra} is not an input of the formula "
+                         f"(its inputs: {', '.join(graph.input_names) or 'none'})")
+    vals = compiled.consts.copy()
+    for i, name in compiled.inputs:
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise MissingValueError(f"value of {name} must be a number, got {v!r}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise MissingValueError(f"value of {name} must be finite, got {v}")
+        vals[i] = v
+    return vals
 
 
 def run(graph: Graph, values: Mapping[str, float]) -> Trace:
     """Run a graph forward and backward on the reference engine and return its Trace."""
-    ops, ins, vals, is_input = compile_graph(graph, values)
+    compiled = Compiled.of(graph)
+    ops, ins = compiled.ops, compiled.ins
+    vals = input_values(graph, values)
     tape = Tape(ops, ins, vals)
     ids = lambda i: f"{graph.nodes[i].id} = {graph.expression(i)}"  # noqa: E731
     try:
         forward(ops, ins, vals)
         check_finite(vals, ids, "value")
-        backward(tape, graph.output, needs_grad(ins, is_input, graph.output))
+        backward(tape, graph.output, compiled.active)
         check_finite(tape.grads, ids, "gradient")
     except NodeFailure as failure:
         raise failure.domain_error(ops, ins, vals, graph.label) from None
@@ -206,11 +230,11 @@ def graph_trace(graph: Graph, tape: Tape, engine: str = "reference") -> Trace:
         return TraceNode(n.id, n.op, tuple(nodes[j].id for j in n.inputs), expression(i),
                          vals[i], grads[i], kind)
 
-    offsets = [0]
-    for i in tape.order:
-        offsets.append(offsets[-1] + len(nodes[i].inputs))
+    offsets: list[int] = []  # where each step's edges start in the flat lists; built on first read
 
     def make_step(k: int) -> Step:
+        if not offsets:
+            offsets.extend(accumulate((len(nodes[i].inputs) for i in tape.order), initial=0))
         i = tape.order[k]
         node, op = nodes[i], OPS[nodes[i].op]
         operands = [label(j) for j in node.inputs]

@@ -6,7 +6,7 @@ from numbers import Real
 
 from .engine import NodeFailure, Tape, backward, check_finite, graph_trace, needs_grad
 from .ir import CONST, INPUT, GraphBuilder, format_number
-from .ops import OPS, Op
+from .ops import FUNCTIONS, OPS, Op
 from .trace import Trace
 
 _CONST = "const"
@@ -111,9 +111,9 @@ def _method(op: Op):
 
 
 # exp, log, tanh, relu, sigmoid, max, min, ... as methods: one loop over the op table.
-for _op in OPS.values():
-    if _op.kind == "call" and not hasattr(Value, _op.name):
-        setattr(Value, _op.name, _method(_op))
+for _name, _op in FUNCTIONS.items():
+    if not hasattr(Value, _name):
+        setattr(Value, _name, _method(_op))
 
 
 def _topological(root: Value) -> list[Value]:

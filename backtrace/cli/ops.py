@@ -18,7 +18,7 @@ def ops() -> None:
 
     table = Table(title="backtrace ops", header_style="bold", box=box.ROUNDED if is_terminal() else None)
     for column in ("op", "written", "arity", "local derivatives", "meaning"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "meaning")
     for op in OPS.values():
         written = op.expression(*"ab"[: op.arity])
         if op.name == "pow":

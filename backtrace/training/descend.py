@@ -1,0 +1,205 @@
+"""Gradient descent on a formula: W = W - α·∂L/∂W, one reference-engine pass per step, every number kept."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..engine import compile_graph, forward, NodeFailure, run
+from ..errors import DomainError, MissingValueError, UsageError
+from ..ir import Graph, format_number
+from ..parser import Limits, parse
+from .optimizers import OPTIMIZERS, Update, make_optimizer, make_schedule
+
+FLAT = 0.01  # converged: the last tenth of the run moved the loss by at most 1% of its total fall
+GRAD_ZERO = 1e-12  # a gradient this small (relative to the first) means the minimum is reached
+
+
+@dataclass(frozen=True)
+class DescentStep:
+    """One update: the values before, their gradients, what the optimizer did, the values after."""
+
+    step: int  # 1-based
+    lr: float
+    before: dict[str, float]
+    grads: dict[str, float]
+    updates: dict[str, Update]
+    after: dict[str, float]
+    loss: float  # the loss at `after` (nan when it could not be computed)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """converged / too slow / diverged, the step it refers to, and why."""
+
+    kind: str
+    step: int | None = None
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.step is None:
+            return self.kind
+        return f"{self.kind} ({'at' if self.kind == 'diverged' else 'by'} step {self.step})"
+
+
+@dataclass
+class Descent:
+    """A whole run: the start, every step, and the verdict."""
+
+    graph: Graph
+    optimizer: str
+    lr: float
+    schedule: str | None
+    start: dict[str, float]
+    fixed: dict[str, float]
+    start_loss: float
+    start_grads: dict[str, float]
+    steps: list[DescentStep] = field(default_factory=list)
+    verdict: Verdict = Verdict("too slow")
+    label: str = ""
+
+    @property
+    def losses(self) -> list[float]:
+        """The loss at the start and after every step."""
+        return [self.start_loss] + [s.loss for s in self.steps]
+
+    @property
+    def path(self) -> list[dict[str, float]]:
+        """The optimized variables at the start and after every step."""
+        return [dict(self.start)] + [s.after for s in self.steps]
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The variables where the run ended."""
+        return self.path[-1]
+
+    @property
+    def final_loss(self) -> float:
+        """The loss where the run ended."""
+        return self.losses[-1]
+
+
+def check_inputs(graph: Graph, start: Mapping[str, float], fixed: Mapping[str, float]) -> None:
+    """Every input is either optimized (has a start) or fixed, and nothing else is named."""
+    inputs = graph.input_names
+    both = sorted(set(start) & set(fixed))
+    if both:
+        raise UsageError(f"{both[0]} is both optimized and fixed")
+    unknown = [n for n in (*start, *fixed) if n not in inputs]
+    if unknown:
+        raise UsageError(f"{unknown[0]!r} is not an input of the formula "
+                         f"(its inputs: {', '.join(inputs) or 'none'})")
+    missing = [n for n in inputs if n not in start and n not in fixed]
+    if missing:
+        n = missing[0]
+        raise MissingValueError(f"no value for input {n}: give it a start value to optimize it "
+                                f"(--{n} 1) or keep it constant (--fix {n}=1)")
+    if not start:
+        raise UsageError("nothing to optimize: give at least one variable a start value, e.g. --w 0")
+
+
+def descend(formula: str | Graph, start: Mapping[str, float], fixed: Mapping[str, float] | None = None,
+            lr: float = 0.1, steps: int = 50, optimizer: str = "sgd", schedule: str | None = None,
+            limits: Limits | None = None, label: str = "") -> Descent:
+    """Run `steps` optimizer updates on the variables in `start`, keeping `fixed` constant."""
+    graph = formula if isinstance(formula, Graph) else parse(formula, limits or Limits())
+    fixed = dict(fixed or {})
+    check_inputs(graph, start, fixed)
+    if steps < 0:
+        raise UsageError("the number of steps must be >= 0")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"the learning rate must be a positive number, got {lr}")
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
+    opt, rate = make_optimizer(optimizer), make_schedule(schedule, lr, steps)
+    values = {n: float(v) for n, v in start.items()}
+    loss, grads = _evaluate(graph, values, fixed)
+    run_ = Descent(graph, optimizer, lr, schedule, dict(values), fixed, loss, grads, label=label)
+    failure = None
+    for k in range(1, steps + 1):
+        lr_k = rate(k - 1)
+        updates = opt.step(values, grads, lr_k)
+        after = {n: values[n] + u.delta for n, u in updates.items()}
+        try:
+            if not all(map(math.isfinite, after.values())):
+                raise DomainError("the variables overflowed")
+            new_loss, new_grads = _evaluate(graph, after, fixed)
+        except DomainError as exc:
+            run_.steps.append(DescentStep(k, lr_k, values, grads, updates, after, math.nan))
+            failure = (k, str(exc))
+            break
+        run_.steps.append(DescentStep(k, lr_k, values, grads, updates, after, new_loss))
+        values, grads = after, new_grads
+    grad_norms = [_norm(s.grads) for s in run_.steps] + [_norm(grads)]  # at path[0..n]
+    run_.verdict = judge(run_.losses, grad_norms, failure)
+    return run_
+
+
+def _evaluate(graph: Graph, values: Mapping[str, float], fixed: Mapping[str, float]):
+    """The loss and the gradient of every optimized variable at `values`."""
+    trace = run(graph, {**fixed, **values})
+    g = trace.grads
+    return trace.value, {n: (g.get(n) or 0.0) for n in values}
+
+
+def _norm(grads: Mapping[str, float]) -> float:
+    return math.sqrt(sum(g * g for g in grads.values()))
+
+
+def judge(losses: Sequence[float], grad_norms: Sequence[float],
+          failure: tuple[int, str] | None = None) -> Verdict:
+    """Converged, too slow or diverged, from the loss after each step (losses[0]: the start).
+
+    diverged: the loss or the variables stopped being finite numbers, or the run ended with a loss
+    above where it started (reported at the first step that rose above the start); converged: the
+    gradient vanished, or the loss flattened out (the last tenth of the run moved it by at most 1% of
+    its total fall); too slow: it is still falling."""
+    if failure is not None:
+        k, why = failure
+        return Verdict("diverged", k, why)
+    start, final, n = losses[0], losses[-1], len(losses) - 1
+    if final > start:
+        k = next(i for i, v in enumerate(losses) if v > start)
+        return Verdict("diverged", k, f"the loss rose from {format_number(start)} to "
+                                      f"{format_number(losses[k])} at step {k} and ended at "
+                                      f"{format_number(final)}")
+    g0 = grad_norms[0]
+    zero = [i for i, g in enumerate(grad_norms) if g <= GRAD_ZERO * max(1.0, g0)]
+    if zero and zero[-1] == n and all(i in zero for i in range(zero[0], n + 1)):
+        return Verdict("converged", zero[0], "the gradient is zero: a minimum (or a flat point)")
+    fall = start - min(losses)
+    if n == 0 or fall <= 0:
+        return Verdict("too slow", None, "the loss did not go down")
+    window = max(1, n // 10)
+    recent = abs(losses[n - window] - final)
+    if recent <= FLAT * fall:
+        by = next(i for i in range(n + 1)
+                  if all(abs(v - final) <= FLAT * fall for v in losses[i:]))
+        return Verdict("converged", by, f"the loss stays within 1% of its total fall after step {by}")
+    return Verdict("too slow", None,
+                   f"still falling: the last {window} step{'s' * (window > 1)} lowered the loss by "
+                   f"{100 * recent / fall:.0f}% of its total fall")
+
+
+def loss_grid(graph: Graph, fixed: Mapping[str, float], names: Sequence[str],
+              axes: Sequence[Sequence[float]]) -> list:
+    """The loss on a grid (forward only): 1 name -> a list, 2 names -> rows over axes[1] (nan where
+    the formula cannot be evaluated)."""
+    ops, ins, vals, _ = compile_graph(graph, {**fixed, **{n: 0.0 for n in names}})
+    slots = [next(i for i, node in enumerate(graph.nodes) if node.id == n and not node.inputs
+                  and node.op == "input") for n in names]
+    out = graph.output
+
+    def at(point: Sequence[float]) -> float:
+        v = list(vals)
+        for s, x in zip(slots, point):
+            v[s] = x
+        try:
+            forward(ops, ins, v)
+        except NodeFailure:
+            return math.nan
+        return v[out] if math.isfinite(v[out]) else math.nan
+
+    if len(names) == 1:
+        return [at((x,)) for x in axes[0]]
+    return [[at((x, y)) for x in axes[0]] for y in axes[1]]
