@@ -115,3 +115,37 @@ def test_python_m_backtrace_and_no_torch_at_startup():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "explain" in done.stdout
+
+
+def test_step_mode_on_a_terminal_waits_for_enter_between_steps():
+    """Drive `--step` through a pseudo-terminal: each Enter reveals one more backward step."""
+    import os
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI with a terminal on stdin and stdout
+        os.environ["COLUMNS"] = "120"
+        os.execv(sys.executable, [sys.executable, "-m", "backtrace", *LECTURE, "--step",
+                                  "--format", "plain"])
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([fd], [], [], 20)
+            assert ready, f"timed out waiting for {marker!r}; got {seen[-300:]!r}"
+            seen += os.read(fd, 65536)
+
+    read_until(b"step 0/2")
+    assert "∂f/∂%0".encode() not in seen and b"-12" in seen  # forward shown, no backward yet
+    os.write(fd, b"\n")
+    read_until(b"step 1/2")
+    assert "∂f/∂%0 = z".encode() in seen and "∂%0/∂x".encode() not in seen
+    os.write(fd, b"\n")
+    read_until(b"step 2/2")
+    assert "∂%0/∂x = 1".encode() in seen
+    os.write(fd, b"\n")
+    read_until("∂f/∂z = ∂f/∂z = (3) = 3".encode())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
