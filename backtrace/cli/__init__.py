@@ -10,6 +10,7 @@ from ..errors import BacktraceError, FormulaSyntaxError
 
 # name -> "module:attribute"; adding a command is one line here plus its module.
 COMMANDS = {
+    "descend": "backtrace.cli.descend_cmd:descend",
     "explain": "backtrace.cli.explain:explain",
     "ops": "backtrace.cli.ops:ops",
 }

@@ -5,13 +5,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..engine import compile_graph, forward, NodeFailure, run
+from ..engine import run
 from ..errors import DomainError, MissingValueError, UsageError
 from ..ir import Graph, format_number
 from ..parser import Limits, parse
 from .optimizers import OPTIMIZERS, Update, make_optimizer, make_schedule
 
 FLAT = 0.01  # converged: the last tenth of the run moved the loss by at most 1% of its total fall
+SLOPE = 0.05  # ... and the gradient has shrunk to at most 5% of its size at the start
 GRAD_ZERO = 1e-12  # a gradient this small (relative to the first) means the minimum is reached
 
 
@@ -153,11 +154,15 @@ def judge(losses: Sequence[float], grad_norms: Sequence[float],
     diverged: the loss or the variables stopped being finite numbers, or the run ended with a loss
     above where it started (reported at the first step that rose above the start); converged: the
     gradient vanished, or the loss flattened out (the last tenth of the run moved it by at most 1% of
-    its total fall); too slow: it is still falling."""
+    its total fall) and the slope shrank to 5% of its start; too slow: otherwise."""
+    start, final, n = losses[0], losses[-1], len(losses) - 1
     if failure is not None:
         k, why = failure
-        return Verdict("diverged", k, why)
-    start, final, n = losses[0], losses[-1], len(losses) - 1
+        rose = next((i for i, v in enumerate(losses[:k]) if v > start), None)
+        if rose is None:
+            return Verdict("diverged", k, why)
+        return Verdict("diverged", rose, f"the loss rose above its start at step {rose}; at step "
+                                         f"{k}: {why}")
     if final > start:
         k = next(i for i, v in enumerate(losses) if v > start)
         return Verdict("diverged", k, f"the loss rose from {format_number(start)} to "
@@ -172,33 +177,27 @@ def judge(losses: Sequence[float], grad_norms: Sequence[float],
         return Verdict("too slow", None, "the loss did not go down")
     window = max(1, n // 10)
     recent = abs(losses[n - window] - final)
-    if recent <= FLAT * fall:
+    if recent <= FLAT * fall and grad_norms[-1] <= SLOPE * g0:
         by = next(i for i in range(n + 1)
                   if all(abs(v - final) <= FLAT * fall for v in losses[i:]))
         return Verdict("converged", by, f"the loss stays within 1% of its total fall after step {by}")
-    return Verdict("too slow", None,
-                   f"still falling: the last {window} step{'s' * (window > 1)} lowered the loss by "
-                   f"{100 * recent / fall:.0f}% of its total fall")
+    if recent > FLAT * fall:
+        return Verdict("too slow", None,
+                       f"still falling: the last {window} step{'s' * (window > 1)} lowered the loss "
+                       f"by {100 * recent / fall:.0f}% of its total fall")
+    return Verdict("too slow", None, f"the slope is still {100 * grad_norms[-1] / g0:.0f}% of its "
+                                     "size at the start")
 
 
 def loss_grid(graph: Graph, fixed: Mapping[str, float], names: Sequence[str],
               axes: Sequence[Sequence[float]]) -> list:
-    """The loss on a grid (forward only): 1 name -> a list, 2 names -> rows over axes[1] (nan where
-    the formula cannot be evaluated)."""
-    ops, ins, vals, _ = compile_graph(graph, {**fixed, **{n: 0.0 for n in names}})
-    slots = [next(i for i, node in enumerate(graph.nodes) if node.id == n and not node.inputs
-                  and node.op == "input") for n in names]
-    out = graph.output
-
+    """The loss on a grid: 1 name -> a list over axes[0]; 2 names -> rows over axes[1] of values
+    over axes[0]; nan where the formula cannot be evaluated."""
     def at(point: Sequence[float]) -> float:
-        v = list(vals)
-        for s, x in zip(slots, point):
-            v[s] = x
         try:
-            forward(ops, ins, v)
-        except NodeFailure:
+            return run(graph, {**fixed, **dict(zip(names, point))}).value
+        except DomainError:
             return math.nan
-        return v[out] if math.isfinite(v[out]) else math.nan
 
     if len(names) == 1:
         return [at((x,)) for x in axes[0]]
