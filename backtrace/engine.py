@@ -21,15 +21,16 @@ _REASONS = {ZeroDivisionError: "division by zero", OverflowError: "overflow",
 class Tape:
     """The raw numbers of one pass in flat lists; `to_trace` views them as a Trace lazily."""
 
-    __slots__ = ("ops", "ins", "vals", "grads", "order", "upstream", "locals", "contribs")
+    # Upstream gradients and contributions are not stored: a step's upstream is its node's final
+    # gradient, and its contribution is local × upstream, recomputed bit for bit when read.
+    # Half the floats kept alive means a million-node pass stays in cache and linear.
+    __slots__ = ("ops", "ins", "vals", "grads", "order", "locals")
 
     def __init__(self, ops: list[Op | None], ins: list[tuple[int, ...]], vals: list[float]) -> None:
         self.ops, self.ins, self.vals = ops, ins, vals
         self.grads: list[float | None] = []
         self.order: list[int] = []  # node index of each backward step, in execution order
-        self.upstream: list[float] = []
         self.locals: list[float | None] = []  # one per edge of each step, flattened
-        self.contribs: list[float | None] = []
 
 
 def needs_grad(ins: list[tuple[int, ...]], is_input: list[bool], output: int) -> bytearray:
@@ -58,14 +59,11 @@ def backward(tape: Tape, output: int, active: bytearray) -> None:
     grads = [0.0] * len(vals)
     grads[output] = 1.0
     order = [i for i in range(output, -1, -1) if active[i] and ops[i] is not None]
-    upstream = [0.0] * len(order)
-    locs, contribs = tape.locals, tape.contribs
-    add_local, add_contrib = locs.append, contribs.append
-    k = i = 0
+    add_local = tape.locals.append
+    i = 0
     try:
-        for k, i in enumerate(order):
+        for i in order:
             up = grads[i]
-            upstream[k] = up
             args = ins[i]
             out = vals[i]
             derivs = ops[i].derivs
@@ -74,32 +72,24 @@ def backward(tape: Tape, output: int, active: bytearray) -> None:
                 va, vb = vals[a], vals[b]
                 if active[a]:
                     loc = derivs[0](va, vb, out)
-                    c = loc * up
-                    grads[a] += c
+                    grads[a] += loc * up
                     add_local(loc)
-                    add_contrib(c)
                 else:
                     add_local(None)
-                    add_contrib(None)
                 if active[b]:
                     loc = derivs[1](va, vb, out)
-                    c = loc * up
-                    grads[b] += c
+                    grads[b] += loc * up
                     add_local(loc)
-                    add_contrib(c)
                 else:
                     add_local(None)
-                    add_contrib(None)
             else:
                 a = args[0]
                 loc = derivs[0](vals[a], out)
-                c = loc * up
-                grads[a] += c
+                grads[a] += loc * up
                 add_local(loc)
-                add_contrib(c)
     except (ArithmeticError, ValueError) as exc:
         raise NodeFailure(i, exc, "the local derivative") from None
-    tape.order, tape.upstream = order, upstream
+    tape.order = order
     # Nodes backward never reached have no gradient (None), not a gradient of zero.
     tape.grads = grads if all(active) else [g if on else None for g, on in zip(grads, active)]
 
@@ -236,14 +226,15 @@ def graph_trace(graph: Graph, tape: Tape, engine: str = "reference") -> Trace:
         if not offsets:
             offsets.extend(accumulate((len(nodes[i].inputs) for i in tape.order), initial=0))
         i = tape.order[k]
-        node, op = nodes[i], OPS[nodes[i].op]
+        node, op, up = nodes[i], OPS[nodes[i].op], grads[i]
         operands = [label(j) for j in node.inputs]
-        edges = tuple(
-            Edge(slot, nodes[j].id, tape.locals[offsets[k] + slot],
-                 op.rule(slot, *operands, out=node.id), tape.contribs[offsets[k] + slot],
-                 "" if tape.contribs[offsets[k] + slot] is not None else "constant: no gradient")
-            for slot, j in enumerate(node.inputs))
-        return Step(k, node.id, tape.upstream[k], edges)
+        edges = []
+        for slot, j in enumerate(node.inputs):
+            local = tape.locals[offsets[k] + slot]
+            edges.append(Edge(slot, nodes[j].id, local, op.rule(slot, *operands, out=node.id),
+                              None if local is None else local * up,
+                              "" if local is not None else "constant: no gradient"))
+        return Step(k, node.id, up, tuple(edges))
 
     meta = {"formula": graph.source} if graph.source else {}
     return Trace(engine, nodes[graph.output].id, LazySeq(len(nodes), make_node),

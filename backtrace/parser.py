@@ -68,7 +68,7 @@ def tokenize(src: str) -> list[_Tok]:
         kind = m.lastgroup
         if kind == "name":
             word = m.group()
-            if keyword.iskeyword(word) or keyword.issoftkeyword(word):
+            if keyword.iskeyword(word):
                 raise FormulaSyntaxError(
                     f"{word!r} is not allowed: formulas hold names, numbers, operators and calls",
                     src, pos)
@@ -157,6 +157,8 @@ class _Parser:
             raise self.fail(f"{name!r} is assigned after it is used as an input", first)
         self.i += 2
         i = self.expr(0, 0)
+        if name in self.names:
+            raise self.fail(f"{name!r} is used in its own definition", first)
         self.assigned.add(name)
         self.names[name] = i
         if self.b.nodes[i].named:  # f = q: one node, two names
