@@ -14,6 +14,22 @@ EXPORTS: dict[str, Callable[[Trace], bytes | str]] = {
 }
 
 
+def _graph(fmt: str) -> Callable[[Trace], bytes | str]:
+    """A Graphviz exporter; options come from backtrace.render.graphviz_run.options()."""
+    def draw(trace: Trace) -> bytes | str:
+        from .render.graphviz_run import render
+        return render(trace, fmt)
+    return draw
+
+
+def _replay(trace: Trace) -> str:
+    from .render.replay import replay_html
+    return replay_html(trace)
+
+
+EXPORTS.update({fmt: _graph(fmt) for fmt in ("svg", "png", "pdf", "dot")}, html=_replay)
+
+
 def export(trace: Trace, path: str | Path) -> Path:
     """Render `trace` into `path`, in the format its suffix names, atomically."""
     target = Path(path)

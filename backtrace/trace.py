@@ -152,6 +152,16 @@ class Trace:
             "steps": [_step_dict(s) for s in self.steps],
         }
 
+    def to_graphviz(self, mode: str = "backward", **options: Any):
+        """The trace as a graphviz.Digraph (see backtrace.render.dot.to_graphviz for options)."""
+        from .render.dot import to_graphviz
+        return to_graphviz(self, mode, **options)
+
+    def _repr_svg_(self) -> str:
+        """Jupyter shows a trace as its graph, drawn by the embedded Graphviz engine."""
+        from .render.graphviz_run import render
+        return render(self, "svg").decode()
+
     def to_json(self, indent: int | None = 2) -> str:
         """The trace as JSON text (schema ``backtrace.trace/1``)."""
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, ensure_ascii=False)

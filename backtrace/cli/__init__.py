@@ -13,6 +13,7 @@ COMMANDS = {
     "descend": "backtrace.cli.descend_cmd:descend",
     "explain": "backtrace.cli.explain:explain",
     "ops": "backtrace.cli.ops:ops",
+    "render": "backtrace.cli.render_cmd:render",
 }
 
 

@@ -10,6 +10,7 @@ from ..errors import MissingValueError, UsageError
 from ..ops import CONSTANTS, FUNCTIONS, INFIX_OPS
 from ..parser import Limits
 from ..render import FORMATS
+from .render_cmd import dot_option, draw, steps_option
 
 _LANGUAGE = (
     "\b\nFormula language:\n"
@@ -67,24 +68,26 @@ def parse_values(tokens: tuple[str, ...]) -> dict[str, float]:
               help="Reveal the backward pass one step at a time (Enter: next). Ignored when "
                    "stdin is not a terminal.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="FILE",
-              help="Also write the trace to FILE; its suffix picks the format (.json). Repeatable.")
+              help="Also write the trace to FILE; its suffix picks the format (.json, and the "
+                   "graph as .svg .png .pdf .dot, the backward replay as .html). Repeatable.")
+@steps_option
+@dot_option
 @click.option("--max-nodes", type=click.IntRange(1), default=Limits.max_nodes, show_default=True,
               help="Refuse formulas with more nodes than this.")
 def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
-            outputs: tuple[str, ...], max_nodes: int) -> None:
+            outputs: tuple[str, ...], steps_dir: str | None, dot: str | None, max_nodes: int) -> None:
     """Run FORMULA forward and backward and show every number of the chain rule.
 
     Prints the forward values, then each backward step in the order autograd runs it
     (upstream gradient × local derivative = contribution), then ∂f/∂x for each input
     with its derivation along every path."""
     from ..engine import explain as run_formula
-    from ..export import export
     from ..render import render
     from .output import console, is_terminal
 
     trace = run_formula(formula, Limits(max_nodes=max_nodes), **parse_values(values))
-    for path in outputs:
-        export(trace, path)
+    for note in draw(trace, outputs, steps_dir, dot=dot):
+        click.echo(f"note: {note}", err=True)
     fmt = fmt or ("table" if is_terminal() else "plain")
     out = console()
     if step and sys.stdin.isatty() and fmt in ("table", "plain"):

@@ -110,7 +110,7 @@ def op_symbol(node: TraceNode) -> str:
     if node.kind in ("input", "const"):
         return ""
     if node.kind == "module":
-        return node.meta.get("torch_type", "module")
+        return str(node.meta.get("module_type", ""))
     if node.op in OPS:
         return OPS[node.op].symbol
     return str(node.meta.get("torch_type") or node.op)
@@ -134,9 +134,14 @@ class GradCell:
 def grad_cell(trace: Trace, node: TraceNode, contributions: Sequence[Any] | None = None,
               complete: bool = True) -> GradCell:
     """The node's gradient; a fan-in shows its sum, '(a) + (b) = c'; in replay, what arrived so far."""
-    if node.grad is None and not contributions:
-        return GradCell("no gradient" if node.kind == "const" else "—", pending=not complete)
+    if node.grad is None and not any(c is not None for c in contributions or ()):
+        return GradCell("no gradient" if node.kind == "const" else "—", pending=True)  # greyed
     if node.kind == "module":
+        runs = node.meta.get("instances")
+        if runs:  # a repeated block: the first and the last instance's output gradient
+            first, last = runs[0], runs[-1]
+            return GradCell(f"out {value_text(first['grad_out'])} ({first['path'].rpartition('.')[2]})"
+                            f" … {value_text(last['grad_out'])} ({last['path'].rpartition('.')[2]})")
         return GradCell(f"in {value_text(node.meta.get('grad_in'))}  out {value_text(node.grad)}")
     parts = [c for c in (contributions or ()) if c is not None]
     if not complete:
@@ -245,12 +250,14 @@ def edge_style(active: bool = False, has_grad: bool = True) -> dict[str, str]:
 
 # ---------------------------------------------------------------- legend
 
-def legend_label(mode: str, scale: tuple[float, float] | None, notes: Sequence[str] = ()) -> str:
-    """The legend: node kinds, wire colours, and the log-scale colour bar of gradient norms."""
+def legend_label(mode: str, scale: tuple[float, float] | None, notes: Sequence[str] = (),
+                 title: str = "") -> str:
+    """The legend: title, node kinds, wire colours, the log-scale colour bar of gradient norms."""
     cells = "".join(f'<TD BGCOLOR="{KIND_FILL[k]}" BORDER="1">{k}</TD>'
                     for k in ("input", "op", "const", "output"))
-    rows = [f"<TR>{cells}</TR>",
-            '<TR><TD COLSPAN="4" ALIGN="LEFT">on each wire: the forward value</TD></TR>']
+    rows = [f'<TR><TD COLSPAN="4" ALIGN="LEFT"><B>{html.escape(title)}</B></TD></TR>'] if title else []
+    rows += [f"<TR>{cells}</TR>",
+             '<TR><TD COLSPAN="4" ALIGN="LEFT">on each wire: the forward value</TD></TR>']
     if mode == "backward":
         rows.append(f'<TR><TD COLSPAN="4" ALIGN="LEFT"><FONT COLOR="{GRAD_COLOUR}">'
                     "below it: upstream × local = contribution</FONT></TD></TR>")
@@ -343,9 +350,6 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
         "rankdir": "LR", "fontname": FONT, "newrank": "true", "nodesep": "0.3", "ranksep": "0.5"},
         node_attr={"fontname": FONT, "fontsize": "11", "margin": "0.05,0.03"},
         edge_attr={"fontname": FONT, "fontsize": "10", "arrowsize": "0.7"})
-    title = trace.meta.get("formula") or trace.meta.get("model") or ""
-    if title:
-        g.attr(label=str(title), labelloc="t", fontsize="14")
 
     labels = trace.meta.get("fold", {}).get("clusters", {})
     emit_clusters(g, "", cluster_tree(trace), lambda n: _draw_node(
@@ -371,11 +375,12 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
 
     notes = list(trace.meta.get("fold", {}).get("notes", ()))
     if state is not None:
-        notes.append(replay_caption(trace, state))
-    if legend:
-        with g.subgraph(name="cluster_legend") as lg:
-            lg.attr(label="legend", style="rounded", color="#bbbbbb", fontsize="10")
-            lg.node("legend", legend_label(mode, scale, notes), shape="plain")
+        notes.insert(0, replay_caption(trace, state))
+    title = str(trace.meta.get("formula") or trace.meta.get("model") or "")
+    if legend:  # the graph's own label, under the picture, so it never pushes the graph aside
+        g.attr(label=legend_label(mode, scale, notes, title), labelloc="b", labeljust="l")
+    elif title:
+        g.attr(label=title, labelloc="t")
     return g
 
 
