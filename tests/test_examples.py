@@ -1,0 +1,22 @@
+"""The foundation's example scripts run and print the lecture's numbers."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run_example(name: str) -> str:
+    done = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_chain_rule_example_prints_the_lecture_numbers():
+    out = run_example("chain_rule.py")
+    assert "∂f/∂x = ∂f/∂q · ∂q/∂x = (-4) · (1) = -4" in out
+    assert "at f: ∂f/∂q = z = -4; -4 × upstream 1 = -4 sent to q" in out
+    assert "Value API: f = -12, ∂f/∂x = -4, ∂f/∂y = -4, ∂f/∂z = 3" in out
