@@ -9,7 +9,6 @@ from .ir import CONST, INPUT, GraphBuilder, format_number
 from .ops import FUNCTIONS, OPS, Op
 from .trace import Trace
 
-_CONST = "const"
 _created = count()
 
 
@@ -48,9 +47,9 @@ class Value:
         index = {}
         for k, v in enumerate(order):
             op = v._op
-            kind = INPUT if op is None else CONST if op == _CONST else op.name
+            kind = INPUT if op is None else CONST if op == CONST else op.name
             index[v] = builder.add(kind, tuple(index[c] for c in v._prev),
-                                   v.data if op == _CONST else None,
+                                   v.data if op == CONST else None,
                                    v.label or (f"v{k}" if op is None else None))
         return graph_trace(builder.build(len(order) - 1), tape)
 
@@ -59,61 +58,74 @@ class Value:
         for v in _topological(self):
             v.grad = 0.0
 
-    # -- operators: each is one op-table row applied through `_apply`
-    def __add__(self, other): return _apply(_ADD, self, other)
-    def __radd__(self, other): return _apply(_ADD, other, self)
-    def __sub__(self, other): return _apply(_SUB, self, other)
-    def __rsub__(self, other): return _apply(_SUB, other, self)
-    def __mul__(self, other): return _apply(_MUL, self, other)
-    def __rmul__(self, other): return _apply(_MUL, other, self)
-    def __truediv__(self, other): return _apply(_DIV, self, other)
-    def __rtruediv__(self, other): return _apply(_DIV, other, self)
-    def __pow__(self, other): return _apply(_POW, self, other)
-    def __rpow__(self, other): return _apply(_POW, other, self)
-    def __neg__(self): return _apply(_NEG, self)
 
-
-_ADD, _SUB, _MUL, _DIV, _POW, _NEG = (OPS[k] for k in ("add", "sub", "mul", "div", "pow", "neg"))
+_new = object.__new__
 
 
 def _value(x) -> Value:
     if isinstance(x, Real) and not isinstance(x, bool):
-        return Value(x, _op=_CONST)
+        return Value(x, _op=CONST)
     return NotImplemented
 
 
-def _apply(op: Op, *args) -> Value:
-    """Run one op-table row forward on Values (numbers become constants)."""
-    args = tuple(a if a.__class__ is Value else _value(a) for a in args)
-    if NotImplemented in args:
-        return NotImplemented
-    try:
-        data = op.forward(*[a.data for a in args])
-    except (ArithmeticError, ValueError) as exc:
-        vals = [0.0, *(a.data for a in args)]
-        names = [op.name, *(a.label or format_number(a.data) for a in args)]
-        raise NodeFailure(0, exc, "the value").domain_error(
-            [op], [tuple(range(1, len(vals)))], vals, names.__getitem__) from None
+def _failure(op: Op, exc: Exception, args: tuple[Value, ...]) -> Exception:
+    vals = [0.0, *(a.data for a in args)]
+    names = [op.name, *(a.label or format_number(a.data) for a in args)]
+    return NodeFailure(0, exc, "the value").domain_error(
+        [op], [tuple(range(1, len(vals)))], vals, names.__getitem__)
+
+
+def _node(op: Op, data: float, args: tuple[Value, ...]) -> Value:
     out = _new(Value)
     out.data, out.grad, out._prev, out._op, out.label, out._n = data, 0.0, args, op, None, next(_created)
     return out
 
 
-_new = object.__new__
+def _binary(op: Op):
+    """`a <op> b` on Values for one op-table row (numbers become constants)."""
+    forward = op.forward
+
+    def apply(a, b) -> Value:
+        if a.__class__ is not Value and (a := _value(a)) is NotImplemented:
+            return NotImplemented
+        if b.__class__ is not Value and (b := _value(b)) is NotImplemented:
+            return NotImplemented
+        try:
+            return _node(op, forward(a.data, b.data), (a, b))
+        except (ArithmeticError, ValueError) as exc:
+            raise _failure(op, exc, (a, b)) from None
+
+    apply.__name__, apply.__doc__ = op.name, f"{op.doc} ({op.rule_text(0)})"
+    return apply
 
 
-def _method(op: Op):
-    def method(self: Value, *others) -> Value:
-        return _apply(op, self, *others)
+def _unary(op: Op):
+    """`op(a)` on a Value for one op-table row."""
+    forward = op.forward
 
-    method.__name__, method.__doc__ = op.name, f"{op.doc} ({op.rule_text(0)})"
-    return method
+    def apply(a: Value) -> Value:
+        try:
+            return _node(op, forward(a.data), (a,))
+        except (ArithmeticError, ValueError) as exc:
+            raise _failure(op, exc, (a,)) from None
+
+    apply.__name__, apply.__doc__ = op.name, f"{op.doc} ({op.rule_text(0)})"
+    return apply
 
 
-# exp, log, tanh, relu, sigmoid, max, min, ... as methods: one loop over the op table.
+def _swapped(fn):
+    return lambda self, other: fn(other, self)
+
+
+# Operators and methods (exp, log, tanh, relu, max, ...) straight from the op table.
+for _dunder, _name in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div"),
+                       ("pow", "pow")):
+    _fn = _binary(OPS[_name])
+    setattr(Value, f"__{_dunder}__", _fn)
+    setattr(Value, f"__r{_dunder}__", _swapped(_fn))
+Value.__neg__ = _unary(OPS["neg"])
 for _name, _op in FUNCTIONS.items():
-    if not hasattr(Value, _name):
-        setattr(Value, _name, _method(_op))
+    setattr(Value, _name, _unary(_op) if _op.arity == 1 else _binary(_op))
 
 
 def _topological(root: Value) -> list[Value]:
@@ -135,7 +147,8 @@ def _run_backward(root: Value) -> tuple[list[Value], Tape]:
     order = _topological(root)
     index = {v: k for k, v in enumerate(order)}
     ops = [v._op if isinstance(v._op, Op) else None for v in order]
-    ins = [tuple(index[c] for c in v._prev) for v in order]
+    ins = [(index[p[0]], index[p[1]]) if len(p) == 2 else (index[p[0]],) if p else ()
+           for p in [v._prev for v in order]]
     vals = [v.data for v in order]
     is_input = [v._op is None for v in order]
     tape = Tape(ops, ins, vals)
