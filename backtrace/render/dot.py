@@ -120,7 +120,15 @@ def node_title(node: TraceNode) -> str:
     """The name shown on top of a node: the user's name, a parameter's name or a module path."""
     if node.kind == "module":
         return node.meta.get("title", node.id)
-    return str(node.meta.get("name") or node.id)
+    name = str(node.meta.get("name") or node.id)
+    parent = module_of_node(node).rpartition(".")[0]
+    # Inside its module's cluster a node needs no full path: layers.3.fc1.bias -> fc1.bias.
+    return name[len(parent) + 1:] if parent and name.startswith(parent + ".") else name
+
+
+def module_of_node(node: TraceNode) -> str:
+    """The node's dotted module path ("" at the top level or for formula graphs)."""
+    return str(node.meta.get("module", "") or "")
 
 
 @dataclass(frozen=True)
@@ -154,13 +162,14 @@ def grad_cell(trace: Trace, node: TraceNode, contributions: Sequence[Any] | None
     return GradCell(text)
 
 
-def node_label(trace: Trace, node: TraceNode, grad: GradCell | None) -> str:
-    """An HTML-like label: name and op, the forward value, then the gradient (None: forward mode)."""
-    title = f"<B>{html.escape(node_title(node))}</B>"
+def node_label(trace: Trace, node: TraceNode, grad: GradCell | None, ink: str | None = None) -> str:
+    """An HTML-like label: name and op, the forward value, then the gradient (None: forward mode).
+
+    ink: the gradient's text colour when the fill already encodes the gradient (else red)."""
+    title = f'<TD ALIGN="LEFT"><B>{html.escape(node_title(node))}</B></TD>'
     symbol = op_symbol(node)
-    if symbol:
-        title += f"  {html.escape(symbol)}"
-    rows = [f'<TR><TD COLSPAN="2">{title}</TD></TR>']
+    title += f'<TD ALIGN="RIGHT">{html.escape(symbol)}</TD>' if symbol else "<TD></TD>"
+    rows = [f"<TR>{title}</TR>"]
     if node.kind == "module":
         rows.append(_row("nodes", f"{node.meta.get('members', 0):,}"))
         if node.meta.get("repeat", 1) > 1:
@@ -170,7 +179,7 @@ def node_label(trace: Trace, node: TraceNode, grad: GradCell | None) -> str:
     if node.value is not None:
         rows.append(_row("value", value_text(node.value)))
     if grad is not None:
-        colour = PENDING_COLOUR if grad.pending else GRAD_COLOUR
+        colour = PENDING_COLOUR if grad.pending else ink or GRAD_COLOUR
         rows.append(_row("grad", grad.text, colour))
     return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="2">'
             + "".join(rows) + "</TABLE>>")
@@ -411,8 +420,12 @@ def _draw_node(node: TraceNode, trace: Trace, ids: dict[str, str], state: Frame 
     fill = norm_colour(norm(node.grad), scale) if scale else None
     pending = cell is not None and cell.pending
     style = node_style(node_role, fill, state is not None and state.active == node.id, pending)
-    tooltip = node.expr or node.id
-    return ids[node.id], node_label(trace, node, cell), {**style, "tooltip": tooltip}
+    ink = None
+    if fill is not None:  # the fill shows the gradient: text in black, or white on the darkest reds
+        ink = "#ffffff" if NORM_PALETTE.index(fill) >= len(NORM_PALETTE) - 3 else "#000000"
+        style["fontcolor"] = ink
+    style["tooltip"] = node.expr or node.id
+    return ids[node.id], node_label(trace, node, cell, ink), style
 
 
 def cluster_tree(trace: Trace) -> dict[str, list[TraceNode]]:
