@@ -1,0 +1,72 @@
+"""Math functions that run on every engine: `backtrace.Value`, Python numbers and torch tensors.
+
+    >>> from backtrace.math import tanh, exp
+    >>> def f(x, y): return tanh(x * y) + exp(-x)
+
+runs on floats, on `Value` (building a graph for the reference engine) and on torch tensors
+(calling `torch.tanh`, ...), so one function can be checked on every engine. The functions are
+generated from the op table (`backtrace.ops.FUNCTIONS`); torch is never imported here: a tensor
+argument is recognised by its type, and torch is only looked up once a tensor has been seen.
+"""
+from __future__ import annotations
+
+import builtins
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .ops import FUNCTIONS, Op
+from .value import Value
+
+__all__ = list(FUNCTIONS)
+
+
+def _torch_module() -> Any:
+    """torch if it is already imported (a tensor can only exist then), else None."""
+    return sys.modules.get("torch")
+
+
+def is_tensor(x: Any) -> bool:
+    """True for a torch tensor, without importing torch."""
+    torch = _torch_module()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _on_torch(op: Op, args: tuple) -> Any:
+    torch = sys.modules["torch"]
+    fn = getattr(torch, op.torch)
+    if op.name in ("max", "min"):
+        # torch.maximum/minimum take two tensors: a number joins in the other tensor's dtype and device.
+        like = builtins.next(a for a in args if isinstance(a, torch.Tensor))
+        args = tuple(a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=like.dtype,
+                                                                            device=like.device)
+                     for a in args)
+    return fn(*args)
+
+
+def _function(op: Op) -> Callable[..., Any]:
+    def function(*args: Any) -> Any:
+        if len(args) != op.arity:
+            raise TypeError(f"{op.name}() takes {op.arity} argument{'s' * (op.arity > 1)}, "
+                            f"got {len(args)}")
+        if builtins.any(isinstance(a, Value) for a in args):
+            if builtins.any(is_tensor(a) for a in args):
+                raise TypeError(f"{op.name}(): cannot mix backtrace.Value and torch tensors")
+            out = getattr(Value, op.name)(*args)  # the Value method of the same op-table row
+            if out is NotImplemented:
+                raise TypeError(f"{op.name}(): unsupported argument types "
+                                f"{', '.join(type(a).__name__ for a in args)}")
+            return out
+        if builtins.any(is_tensor(a) for a in args):
+            return _on_torch(op, args)
+        return op.forward(*args)
+
+    function.__name__ = function.__qualname__ = op.name
+    function.__doc__ = (f"{op.doc} on Values, numbers and tensors; {op.rule_text(0)}"
+                        + (f", {op.rule_text(1)}" if op.arity > 1 else ""))
+    function.__module__ = __name__
+    return function
+
+
+# exp, log, sqrt, sin, cos, tanh, sigmoid, relu, abs, max, min, pow: one per op-table function.
+globals().update({name: _function(op) for name, op in FUNCTIONS.items()})
