@@ -331,11 +331,13 @@ def step_edges(trace: Trace) -> dict[str, tuple[Any, dict[str, list[Edge]]]]:
 
 def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None,
                 depth: int | None = None, hide: Iterable[str] = (), budget: int | None = None,
-                colour: str | None = None, legend: bool = True) -> graphviz.Digraph:
+                colour: str | None = None, legend: bool = True,
+                folding: bool = True) -> graphviz.Digraph:
     """The trace as a graphviz.Digraph: values on wires, gradients in red, a legend.
 
     step: draw the backward pass after that many steps (replay). depth/hide/budget: fold torch
-    graphs (see backtrace.render.fold). colour: "grad" (by gradient norm, log scale) or "kind"."""
+    graphs (see backtrace.render.fold); folding=False draws every node as it is. colour: "grad"
+    (by gradient norm, log scale) or "kind"."""
     import graphviz
 
     from .fold import DEFAULT_BUDGET, fold, needs_folding
@@ -344,7 +346,7 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     hide = tuple(hide)
     budget = DEFAULT_BUDGET if budget is None else budget
-    if needs_folding(trace, depth, hide, budget):
+    if folding and needs_folding(trace, depth, hide, budget):
         trace = fold(trace, depth=depth, hide=hide, budget=budget)
     tensors = not is_scalar_trace(trace)
     colour = colour or ("grad" if tensors else "kind")
