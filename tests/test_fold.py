@@ -220,3 +220,20 @@ def test_graph_without_modules_over_the_budget_is_refused():
         fold(t, budget=50)
     assert len(fold(t, budget=100).nodes) == len(t.nodes)
     assert math.isclose(t.node(t.output).value, 40.0)
+
+
+def test_render_cli_folds_a_saved_torch_trace_and_says_so(net, tmp_path):
+    from click.testing import CliRunner
+
+    from backtrace.cli import cli
+
+    _, _, trace = net
+    saved = tmp_path / "net.json"
+    saved.write_text(trace.to_json())
+    out = tmp_path / "net.svg"
+    result = CliRunner().invoke(cli, ["render", str(saved), "-o", str(out), "--depth", "4",
+                                      "--budget", "9", "--hide", "constants"])
+    assert result.exit_code == 0, result.output
+    assert "note: depth 4 gives 16 boxes, over the budget of 9: folded at depth 2 instead" in result.output
+    texts = svg_texts(out.read_bytes())
+    assert "layers.{0-11} ×12" in texts and "×12" in texts  # the merged box and its repeat count

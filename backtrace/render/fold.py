@@ -275,8 +275,8 @@ def fold(trace: Trace, depth: int | None = None, hide: Sequence[str] = (),
                          f"folded at depth {lay.depth} instead")
     if len(lay.order) > budget:
         raise LimitError(f"the graph has {len(lay.order):,} boxes even folded, over the budget of "
-                         f"{budget:,}; there is no module structure left to fold: raise --budget "
-                         "(dot may take minutes) or export .json")
+                         f"{budget:,}, and no module structure left to fold: draw it anyway with "
+                         "`backtrace render trace.json --budget N` (dot may take minutes)")
     for m in lay.merges:
         notes.append(f"{m.title}: {len(m.instances)} blocks of the same structure, drawn once (×"
                      f"{len(m.instances)})")
