@@ -24,6 +24,8 @@ _LAZY = {
     "trace": "backtrace.tracer:trace",
     "watch": "backtrace.training.watch:watch",
 }
+# Importing the submodule backtrace/trace.py bound `trace` to it; free the name for the tracer.
+globals().pop("trace", None)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,6 @@
+"""Trace real PyTorch autograd: ``with backtrace.trace(model=model) as t: loss.backward()``."""
+from __future__ import annotations
+
+from .core import LEVELS, NothingToTraceError, Tracer, trace
+
+__all__ = ["LEVELS", "NothingToTraceError", "Tracer", "trace"]

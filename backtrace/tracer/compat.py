@@ -1,0 +1,98 @@
+"""Every private torch attribute the tracer touches, in one place, each with a safe fallback.
+
+When a torch release renames one of these, this is the only file to change; every function here
+degrades to "unknown" rather than failing.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+_SAVED_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def sequence_nr(node: Any) -> int:
+    """The node's creation number (autograd runs higher numbers first); -1 when unknown."""
+    try:
+        return int(node._sequence_nr())
+    except (AttributeError, RuntimeError):
+        return -1
+
+
+def output_metadata(node: Any) -> tuple[tuple[tuple[int, ...], str], ...] | None:
+    """(shape, dtype) of each forward output of `node`, from its input metadata; None if unknown."""
+    try:
+        metas = node._input_metadata
+        return tuple((tuple(m.shape), str(m.dtype).removeprefix("torch.")) for m in metas)
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+
+
+def saved_tensor_names(node: Any) -> tuple[str, ...]:
+    """Names of the node's saved values (``self``, ``other``, ``result`` ...), cached per node type."""
+    kind = type(node)
+    names = _SAVED_NAMES.get(kind)
+    if names is None:
+        names = tuple(a for a in dir(node) if a.startswith("_saved_"))
+        _SAVED_NAMES[kind] = names
+    return names
+
+
+def read_saved(node: Any, name: str) -> Any:
+    """Unpack one saved value (may raise if it was freed or belongs to a checkpointed region)."""
+    return getattr(node, name)
+
+
+def saved_tensor_hooks_active() -> bool:
+    """True inside saved_tensors_hooks (e.g. torch.utils.checkpoint): saved tensors are not ours to read."""
+    try:
+        return torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+
+
+def is_compiling() -> bool:
+    """True while dynamo traces Python code: the tracer must stay out of the way."""
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # older torch
+        return False
+
+
+def frame_tensors(frame: Any) -> list[tuple[str, torch.Tensor]]:
+    """The tensors bound to names in `frame`, without leaving references behind.
+
+    On Python < 3.13 reading ``f_locals`` of a function frame stores a snapshot dict on the frame
+    that keeps every local alive until the next read, so a tensor deleted later (and the graph it
+    holds) would never be freed. Every read refreshes that snapshot first, so emptying it is safe.
+    """
+    import inspect
+
+    local_vars = frame.f_locals
+    found = [(k, v) for k, v in local_vars.items() if isinstance(v, torch.Tensor)]
+    if sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED \
+            and local_vars is not frame.f_globals:
+        local_vars.clear()
+    return found
+
+
+def version(t: torch.Tensor) -> int:
+    """The tensor's in-place modification counter (autograd sums gradients in place)."""
+    try:
+        return t._version
+    except (AttributeError, RuntimeError):
+        return -1
+
+
+def is_fake(t: torch.Tensor) -> bool:
+    """True for the fake and functional tensors torch.compile traces with (they are not ours)."""
+    if type(t) is torch.Tensor or type(t) is torch.nn.Parameter:
+        return False
+    try:
+        from torch._subclasses.fake_tensor import is_fake as fake
+
+        return bool(fake(t)) or "Functional" in type(t).__name__
+    except (ImportError, AttributeError, RuntimeError):
+        return False

@@ -1,0 +1,749 @@
+"""The tracer: records real PyTorch autograd, node by node, as backtrace Traces.
+
+Forward: a TorchFunctionMode stamps each new autograd node (through the public ``Node.metadata``)
+with its op name, module path and output value; global module hooks keep the module path.
+Backward: ``Tensor.backward``, ``torch.autograd.backward`` and ``torch.autograd.grad`` are wrapped
+inside the context; right before each call the graph reachable from the roots gets one post-hook
+per node, and every handle is removed after the call, also when it raises. Hooks hold an integer
+index, never a node, so nothing keeps the graph alive.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from ..errors import BacktraceError, UsageError
+from ..trace import Edge, Step, TensorStats, Trace, TraceNode
+from . import compat
+
+LEVELS = ("stats", "full")
+_KEY = "backtrace"  # our entry in Node.metadata
+_tokens = iter(range(1, sys.maxsize))
+_local = threading.local()  # per thread: the backward call being traced, if any
+
+
+class NothingToTraceError(BacktraceError, RuntimeError):
+    """A backward call inside the tracer has nothing to differentiate (e.g. under torch.no_grad)."""
+
+
+@dataclass
+class _Stamp:
+    """What the forward pass tells us about one autograd node."""
+
+    token: int  # which tracer wrote it: stamps of an earlier tracer are ignored
+    op: str
+    module: str
+    saved_hooks: bool  # created under saved_tensors_hooks (checkpoint): saved tensors are off limits
+    inplace: bool = False
+    values: dict = field(default_factory=dict)  # output_nr -> value (stats placeholder or tensor)
+    module_output: str | None = None
+
+
+class _Pending:
+    """A statistics vector still on the device; resolved to TensorStats with one sync at the end."""
+
+    __slots__ = ("vec", "shape", "dtype", "stats")
+
+    def __init__(self, vec: torch.Tensor, shape: tuple[int, ...], dtype: str) -> None:
+        self.vec, self.shape, self.dtype, self.stats = vec, shape, dtype, None
+
+
+def _stats_vector(t: torch.Tensor) -> torch.Tensor:
+    """norm, mean and max |x| of a tensor as one small tensor on its device (no sync)."""
+    x = t.detach()
+    if x.is_complex():
+        x = x.abs()
+    if not x.is_floating_point():
+        x = x.double()
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if x.numel() == 0:
+        return torch.zeros(3, dtype=acc, device=x.device)
+    lo, hi = torch.aminmax(x)
+    return torch.stack((torch.linalg.vector_norm(x, dtype=acc), x.mean(dtype=acc),
+                        torch.maximum(hi, -lo).to(acc)))
+
+
+def _snake(name: str) -> str:
+    """LogSoftmaxBackward0 -> log_softmax: a readable op name for nodes the forward did not stamp."""
+    base = re.sub(r"Backward\d*$", "", name) or name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", base).lower()
+
+
+def _op_name(func: Any) -> tuple[str, bool]:
+    """The op's name and whether it works in place: Tensor.__iadd__ -> ('add_', True)."""
+    name = getattr(func, "__name__", None) or str(func)
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name.startswith("i") and name[1:] in _INPLACE_DUNDERS:
+            return name[1:] + "_", True
+        if name.startswith("r") and name[1:] in _REFLECTED:
+            name = name[1:]
+    return name, name.endswith("_") and not name.endswith("__")
+
+
+_INPLACE_DUNDERS = {"add", "sub", "mul", "truediv", "floordiv", "pow", "matmul", "and", "or", "xor"}
+_REFLECTED = {"add", "sub", "mul", "truediv", "floordiv", "pow", "matmul"}
+
+
+def _tensors(out: Any):
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, (tuple, list)):
+        for o in out:
+            if isinstance(o, torch.Tensor):
+                yield o
+
+
+def _shape(shape) -> str:
+    return "×".join(map(str, shape)) or "scalar"
+
+
+class _Mode(TorchFunctionMode):
+    """Stamps every autograd node the forward creates with its op, module and value."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tracer = self.tracer
+        if tracer._paused() or compat.is_compiling():
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if torch.is_grad_enabled():
+            tracer._stamp(func, out)
+        return out
+
+
+class Tracer:
+    """``with trace(...) as t``: one Trace per backward call in ``t.traces``; ``t.trace`` is the last."""
+
+    def __init__(self, model: torch.nn.Module | None = None,
+                 names: Mapping[str, torch.Tensor] | None = None, level: str = "stats",
+                 local_max: int = 64, max_traces: int | None = None,
+                 frame_names: bool = True) -> None:
+        if level not in LEVELS:
+            raise UsageError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        if names is not None and not isinstance(names, Mapping):
+            raise UsageError("names= takes a dict {name: tensor}")
+        self.model, self.level, self.local_max = model, level, local_max
+        self.max_traces, self.frame_names = max_traces, frame_names
+        self.names: dict[str, torch.Tensor] = dict(names or {})
+        self.traces: list[Trace] = []
+        self.calls = 0  # backward calls seen, traced or not
+        self._token = next(_tokens)
+        self._modules: dict[int, tuple[torch.nn.Module, str]] = {}
+        self._params: dict[int, tuple[torch.Tensor, str]] = {}
+        self._stack: list[str] = []
+        self._handles: list[Any] = []
+        self._patches: list[tuple[Any, str, Any]] = []
+        self._mode: _Mode | None = None
+        self._grad_enabled_at_entry = True
+        self._thread = threading.get_ident()
+
+    # -- the context
+    def __enter__(self) -> Tracer:
+        from torch.nn.modules import module as nn_module
+
+        self._grad_enabled_at_entry = torch.is_grad_enabled()
+        if self.model is not None:
+            self._adopt(self.model, "")
+        for name, t in self.names.items():
+            if not isinstance(t, torch.Tensor):
+                raise UsageError(f"names[{name!r}] is a {type(t).__name__}, not a tensor")
+        self._handles = [
+            nn_module.register_module_forward_pre_hook(self._module_enter),
+            nn_module.register_module_forward_hook(self._module_exit, always_call=True),
+        ]
+        self._patch(torch.Tensor, "backward", self._wrap(torch.Tensor.backward, "backward", 0))
+        self._patch(torch.autograd, "backward", self._wrap(torch.autograd.backward, "backward", 0))
+        self._patch(torch.autograd, "grad", self._wrap(torch.autograd.grad, "grad", 0))
+        self._mode = _Mode(self)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(*exc)
+            self._mode = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for owner, attr, original in reversed(self._patches):
+            setattr(owner, attr, original)
+        self._patches.clear()
+        self._modules.clear()
+        self._params.clear()
+        self._stack.clear()
+
+    @property
+    def trace(self) -> Trace:
+        """The trace of the last backward call."""
+        if not self.traces:
+            raise NothingToTraceError(self._nothing_message())
+        return self.traces[-1]
+
+    def _nothing_message(self) -> str:
+        if not self._grad_enabled_at_entry:
+            return ("nothing traced: the tracer was entered under torch.no_grad(), so the forward "
+                    "built no graph; trace with gradients enabled")
+        return ("nothing traced: no backward call (loss.backward(), torch.autograd.backward or "
+                "torch.autograd.grad) ran inside the tracer")
+
+    def _patch(self, owner: Any, attr: str, replacement: Any) -> None:
+        self._patches.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, replacement)
+
+    def _paused(self) -> bool:
+        return getattr(_local, "call", None) is not None
+
+    # -- modules and names
+    def _adopt(self, root: torch.nn.Module, prefix: str) -> None:
+        for name, m in root.named_modules(prefix=prefix):
+            self._modules.setdefault(id(m), (m, name))
+        for name, p in root.named_parameters(prefix=prefix):
+            self._params.setdefault(id(p), (p, name))
+
+    def _module_path(self, module: torch.nn.Module) -> str:
+        known = self._modules.get(id(module))
+        if known is not None and known[0] is module:
+            return known[1]
+        if self._stack:  # a child created on the fly: name it by its attribute in the parent
+            parent = self._stack[-1]
+            path = f"{parent}.{type(module).__name__}" if parent else type(module).__name__
+        else:  # a new top-level model: adopt it whole
+            path = "" if not self._modules else type(module).__name__
+        self._adopt(module, path)
+        return self._modules[id(module)][1]
+
+    def _module_enter(self, module: torch.nn.Module, args: Any) -> None:
+        if self._paused() or compat.is_compiling() or threading.get_ident() != self._thread:
+            return
+        self._stack.append(self._module_path(module))
+
+    def _module_exit(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self._paused() or compat.is_compiling() or threading.get_ident() != self._thread:
+            return
+        if not self._stack:
+            return
+        path = self._stack.pop()
+        for t in _tensors(output):
+            node = t.grad_fn
+            if node is not None:
+                stamp = node.metadata.get(_KEY)
+                if stamp is not None and stamp.token == self._token and stamp.module_output is None:
+                    stamp.module_output = path
+
+    # -- forward
+    def _value(self, t: torch.Tensor) -> Any:
+        with torch.no_grad():
+            if self.level == "full":
+                return t.detach().clone()
+            return _Pending(_stats_vector(t), tuple(t.shape), str(t.dtype).removeprefix("torch."))
+
+    def _stamp(self, func: Any, out: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        for t in _tensors(out):
+            if type(t) is not torch.Tensor:  # fake/functional tensors of torch.compile, subclasses
+                continue
+            node = t.grad_fn
+            if node is None:
+                continue
+            md = node.metadata
+            stamp = md.get(_KEY)
+            if stamp is None or stamp.token != self._token:
+                op, inplace = _op_name(func)
+                stamp = _Stamp(self._token, op, self._stack[-1] if self._stack else "",
+                               compat.saved_tensor_hooks_active(), inplace)
+                md[_KEY] = stamp
+            elif t.output_nr in stamp.values:
+                continue  # an op that returned an existing tensor unchanged
+            if t.output_nr not in stamp.values:
+                stamp.values[t.output_nr] = self._value(t)
+
+    # -- backward
+    def _wrap(self, original: Any, kind: str, _: int) -> Any:
+        tracer = self
+
+        @functools.wraps(original)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            if tracer._paused() or threading.get_ident() != tracer._thread:
+                return original(*args, **kwargs)  # a backward inside a traced backward (checkpoint)
+            return tracer._backward(original, kind, args, kwargs, sys._getframe(1))
+
+        return traced
+
+    def _backward(self, original: Any, kind: str, args: tuple, kwargs: dict, frame: Any) -> Any:
+        roots = _roots(original, kind, args, kwargs)
+        if compat.is_compiling() or any(compat.is_fake(r) for r in roots):
+            return original(*args, **kwargs)  # torch.compile differentiating its own graph
+        self.calls += 1
+        for k, r in enumerate(roots):
+            if not r.requires_grad:
+                where = "the tensor" if len(roots) == 1 else f"output {k}"
+                hint = ("gradients were disabled when the tracer was entered (torch.no_grad())"
+                        if not self._grad_enabled_at_entry else
+                        "it was computed under torch.no_grad() or from tensors that do not "
+                        "require grad")
+                raise NothingToTraceError(f"nothing to trace: {where} passed to {kind} does not "
+                                          f"require grad ({hint})")
+        if self.max_traces is not None and len(self.traces) >= self.max_traces:
+            _local.call = "untraced"  # nested calls (Tensor.backward -> autograd.backward) pass too
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _local.call = None
+        create_graph = bool(kwargs.get("create_graph", False))
+        retain = kwargs.get("retain_graph")
+        recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
+        del frame
+        _local.call = recorder
+        error: BaseException | None = None
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _local.call = None
+            recorder.remove_hooks()
+            trace = recorder.finish(call=self.calls, create_graph=create_graph,
+                                    retain_graph=create_graph if retain is None else bool(retain),
+                                    error=error)
+            self.traces.append(trace)
+        return result
+
+
+def _roots(original: Any, kind: str, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors a backward call differentiates."""
+    if original is torch.Tensor.backward or (kind == "backward" and args
+                                             and isinstance(args[0], torch.Tensor)
+                                             and original.__name__ == "backward"
+                                             and original.__qualname__.startswith("Tensor")):
+        first = args[0] if args else kwargs.get("self")
+    else:
+        first = args[0] if args else kwargs.get("tensors" if kind == "backward" else "outputs")
+    if isinstance(first, torch.Tensor):
+        return [first]
+    if isinstance(first, torch.autograd.graph.GradientEdge):
+        raise NothingToTraceError("tracing a backward from GradientEdge roots is not supported")
+    return [t for t in first if isinstance(t, torch.Tensor)]
+
+
+@dataclass
+class _Info:
+    """Everything known about one graph node before backward runs."""
+
+    node: Any
+    torch_type: str
+    stamp: _Stamp | None
+    children: tuple  # ((child index or -1, output_nr), ...) in input-slot order
+    id: str = ""
+    kind: str = "op"
+    name: str = ""
+    variable_value: Any = None
+    parent: int = -1
+    const_ids: dict = field(default_factory=dict)  # input slot -> id of a leaf needing no grad
+
+
+class _Recorder:
+    """One backward call: the graph reachable from the roots, its hooks, and what they saw."""
+
+    def __init__(self, tracer: Tracer, roots: list[torch.Tensor], kind: str, frame: Any) -> None:
+        self.tracer, self.kind, self.level = tracer, kind, tracer.level
+        self.infos: list[_Info] = []
+        self.handles: list[Any] = []
+        self.order: list[int] = []  # hook firing order
+        self.upstream: dict[int, tuple] = {}
+        self.downstream: dict[int, tuple] = {}
+        self.local: dict[int, tuple] = {}
+        self.saved: dict[int, Any] = {}
+        self.seen: dict[int, tuple] = {}  # id(grad) -> (weakref, version, recorded value)
+        self.sums: dict[int, Any] = {}  # leaf index -> summed contributions (torch.autograd.grad)
+        edges = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
+        self.root_ids = self._walk([e.node for e in edges])
+        self._name(frame)
+        for i, info in enumerate(self.infos):
+            self.handles.append(info.node.register_hook(functools.partial(self._hook, i)))
+
+    # -- before backward
+    def _walk(self, roots: list[Any]) -> list[int]:
+        """Iterative DFS post-order from the roots: inputs before consumers, like a formula."""
+        index: dict[Any, int] = {}
+        infos = self.infos
+        for root in roots:
+            if root in index:
+                continue
+            stack = [(root, iter(root.next_functions), -1)]
+            visiting = {root}
+            while stack:
+                node, it, parent = stack[-1]
+                for child, _ in it:
+                    if child is not None and child not in index and child not in visiting:
+                        visiting.add(child)
+                        stack.append((child, iter(child.next_functions), len(stack) - 1))
+                        break
+                else:
+                    stack.pop()
+                    visiting.discard(node)
+                    md = node.metadata
+                    stamp = md.get(_KEY)
+                    if stamp is not None and stamp.token != self.tracer._token:
+                        stamp = None
+                    index[node] = len(infos)
+                    infos.append(_Info(node, type(node).__name__, stamp, ()))
+        for info in infos:
+            info.children = tuple((index[c] if c is not None else -1, nr)
+                                  for c, nr in info.node.next_functions)
+            for c, _ in info.children:
+                if c >= 0 and infos[c].parent < 0:
+                    infos[c].parent = index[info.node]
+        return [index[r] for r in roots]
+
+    def _name(self, frame: Any) -> None:
+        """Ids: names= keys, parameter names, variable names for leaves, then %0, %1, ..."""
+        tracer, infos = self.tracer, self.infos
+        by_node = {id(info.node): i for i, info in enumerate(infos)}
+        given: dict[int, dict[int, str]] = {}  # info index -> output_nr -> name
+
+        def note(t: torch.Tensor, name: str, as_id: bool) -> None:
+            if not isinstance(t, torch.Tensor) or not t.requires_grad:
+                return
+            edge = torch.autograd.graph.get_gradient_edge(t)
+            i = by_node.get(id(edge.node))
+            if i is None:
+                return
+            given.setdefault(i, {}).setdefault(edge.output_nr, name)
+            info = infos[i]
+            if as_id and not info.id and len(info.children) >= 0:
+                info.id = name
+
+        for name, t in tracer.names.items():
+            note(t, name, True)
+        for p, name in tracer._params.values():
+            note(p, name, True)
+        if frame is not None:
+            for name, v in compat.frame_tensors(frame):
+                if not name.startswith("_"):
+                    note(v, name, v.grad_fn is None)  # leaves take the variable's name as id
+        taken = {info.id for info in infos if info.id}
+        for i, names in given.items():
+            infos[i].name = ", ".join(names[k] for k in sorted(names))
+        # In-place ops: every earlier version of a named tensor carries the name too.
+        for i, info in enumerate(infos):
+            if info.name and info.stamp is not None and info.stamp.inplace:
+                j, name = i, info.name
+                while infos[j].stamp is not None and infos[j].stamp.inplace and infos[j].children:
+                    j = infos[j].children[0][0]
+                    if j < 0 or infos[j].name:
+                        break
+                    infos[j].name = name
+        counter = 0
+
+        def fresh() -> str:
+            nonlocal counter
+            while f"%{counter}" in taken:
+                counter += 1
+            counter += 1
+            return f"%{counter - 1}"
+
+        for info in infos:
+            if info.torch_type == "AccumulateGrad":
+                info.kind = "input"
+                info.variable_value = self._leaf_value(info.node)
+            for slot, (c, _) in enumerate(info.children):
+                if c < 0:
+                    info.const_ids[slot] = fresh()
+            if not info.id:
+                info.id = fresh()
+
+    def _leaf_value(self, node: Any) -> Any:
+        try:
+            variable = node.variable
+        except (AttributeError, RuntimeError):
+            return None
+        return self.tracer._value(variable)
+
+    # -- during backward
+    def _record(self, t: torch.Tensor | None) -> Any:
+        if t is None:
+            return None
+        hit = self.seen.get(id(t))
+        version = compat.version(t)
+        if hit is not None and hit[0]() is t and hit[1] == version:
+            return hit[2]  # the same gradient seen from the other end of its edge
+        with torch.no_grad():
+            if self.level == "full":
+                value = t.detach().clone()
+            else:
+                value = _Pending(_stats_vector(t), tuple(t.shape),
+                                 str(t.dtype).removeprefix("torch."))
+        self.seen[id(t)] = (weakref.ref(t), version, value)
+        return value
+
+    def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
+        info = self.infos[i]
+        self.order.append(i)
+        self.upstream[i] = tuple(self._record(g) for g in grad_outputs)
+        self.downstream[i] = tuple(self._record(g) for g in grad_inputs)
+        if self.kind == "grad":  # leaves do not run under torch.autograd.grad: sum what reaches them
+            with torch.no_grad():
+                for (c, _), g in zip(info.children, grad_inputs):
+                    if c >= 0 and g is not None and self.infos[c].kind == "input":
+                        prev = self.sums.get(c)
+                        self.sums[c] = g.detach().clone() if prev is None else prev + g
+        if info.kind != "input":
+            self.local[i] = self._jacobians(info, grad_inputs, grad_outputs)
+            self.saved[i] = self._saved(info)
+
+    def _jacobians(self, info: _Info, grad_inputs: tuple, grad_outputs: tuple) -> tuple:
+        """Each input slot's local Jacobian (rows: output elements), or a reason it is not computed."""
+        rows_total = sum(g.numel() for g in grad_outputs if g is not None)
+        sizes = [g.numel() if g is not None else 0 for g in grad_inputs]
+        reason = self._opaque(info)
+        if reason is None and any(g is None for g in grad_outputs):
+            reason = "an output of this node received no gradient"
+        if reason is None and rows_total * max(sizes, default=0) > self.tracer.local_max:
+            reason = "too large"
+        if reason is not None:
+            return tuple((None, f"Jacobian {rows_total}×{n} (not computed: {reason})"
+                          if g is not None else "") for n, g in zip(sizes, grad_inputs))
+        rows: list[list[torch.Tensor]] = [[] for _ in grad_inputs]
+        with torch.no_grad():
+            for j, g in enumerate(grad_outputs):
+                for e in range(g.numel()):
+                    basis = [x.new_zeros(x.shape) for x in grad_outputs]
+                    basis[j].view(-1)[e] = 1
+                    got = info.node(*basis)
+                    got = got if isinstance(got, tuple) else (got,)
+                    for slot, r in enumerate(got):
+                        if slot < len(rows):
+                            rows[slot].append(r.reshape(-1) if r is not None else None)
+        out = []
+        for slot, n in enumerate(sizes):
+            if grad_inputs[slot] is None or any(r is None for r in rows[slot]):
+                out.append((None, ""))
+            else:
+                out.append((torch.stack(rows[slot]), f"Jacobian {rows_total}×{n}"))
+        return tuple(out)
+
+    def _opaque(self, info: _Info) -> str | None:
+        if "CompiledFunction" in info.torch_type:
+            return "torch.compile region"
+        if info.stamp is not None and info.stamp.saved_hooks:
+            return "saved tensors under checkpoint hooks"
+        if isinstance(info.node, torch.autograd.function.BackwardCFunction):
+            return "custom autograd.Function"
+        return None
+
+    def _saved(self, info: _Info) -> Any:
+        if isinstance(info.node, torch.autograd.function.BackwardCFunction):
+            return "custom autograd.Function: ctx.saved_tensors not read"
+        if info.stamp is not None and info.stamp.saved_hooks:
+            return "unavailable (saved-tensor hooks, e.g. torch.utils.checkpoint)"
+        described = {}
+        for attr in compat.saved_tensor_names(info.node):
+            if attr.startswith("_saved_") and not attr.startswith("_raw"):
+                try:
+                    v = compat.read_saved(info.node, attr)
+                except Exception:  # freed, or a checkpointed tensor already unpacked once
+                    described[attr[7:]] = "unavailable"
+                    continue
+                if isinstance(v, torch.Tensor) or (isinstance(v, (tuple, list)) and v
+                                                   and isinstance(v[0], torch.Tensor)):
+                    described[attr[7:]] = _describe(v)
+        return described
+
+    def remove_hooks(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    # -- after backward
+    def finish(self, call: int, create_graph: bool, retain_graph: bool,
+               error: BaseException | None) -> Trace:
+        """Build the Trace; one device sync resolves every statistic."""
+        infos, order = self.infos, self.order
+        pending = [x for x in _walk_values(self._all_values()) if isinstance(x, _Pending)]
+        _resolve(pending)
+        fix = _finalize
+        nodes: list[TraceNode] = []
+        for i, info in enumerate(infos):
+            inputs = []
+            for slot, (c, _) in enumerate(info.children):
+                if c < 0:
+                    cid = info.const_ids[slot]
+                    nodes.append(TraceNode(cid, "const", (), "", None, None, "const",
+                                           {"note": "does not require grad"}))
+                    inputs.append(cid)
+                else:
+                    inputs.append(infos[c].id)
+            nodes.append(self._node(i, info, tuple(inputs), fix))
+        steps = []
+        for k, i in enumerate(x for x in order if infos[x].kind != "input"):
+            info = infos[i]
+            local = self.local.get(i, ())
+            down = self.downstream.get(i, ())
+            edges = []
+            for slot, (c, _) in enumerate(info.children):
+                contribution = fix(down[slot]) if slot < len(down) else None
+                loc, rule = local[slot] if slot < len(local) else (None, "")
+                if c < 0:
+                    note = "no gradient: input does not require grad"
+                    target = info.const_ids[slot]
+                else:
+                    note = "" if contribution is not None else "no gradient"
+                    target = infos[c].id
+                edges.append(Edge(slot, target, fix(loc), rule, contribution, note))
+            up = self.upstream.get(i, ())
+            steps.append(Step(k, info.id, fix(_one(up)), tuple(edges)))
+        meta = {"level": self.level, "call": call, "kind": self.kind,
+                "create_graph": create_graph, "retain_graph": retain_graph,
+                "roots": [infos[r].id for r in self.root_ids],
+                "torch": torch.__version__}
+        if error is not None:
+            meta["error"] = f"{type(error).__name__}: {error}"
+        return Trace("torch", infos[self.root_ids[0]].id, tuple(nodes), tuple(steps), meta)
+
+    def _all_values(self):
+        for info in self.infos:
+            if info.stamp is not None:
+                yield from info.stamp.values.values()
+            yield info.variable_value
+        for d in (self.upstream, self.downstream):
+            yield from d.values()
+        yield from self.sums.values()
+
+    def _node(self, i: int, info: _Info, inputs: tuple[str, ...], fix) -> TraceNode:
+        stamp = info.stamp
+        meta: dict[str, Any] = {"torch_type": info.torch_type}
+        shapes = compat.output_metadata(info.node)
+        if info.kind == "input":
+            op = "input"
+            variable = getattr(info.node, "variable", None)
+            value = fix(info.variable_value)
+            module = ""
+            param = self.tracer._params.get(id(variable)) if variable is not None else None
+            if param is not None and param[0] is variable:
+                module = param[1].rpartition(".")[0]
+            if variable is not None:
+                shapes = ((tuple(variable.shape), str(variable.dtype).removeprefix("torch.")),)
+            if i in self.upstream:
+                grad = fix(_one(self.upstream[i]))
+            elif i in self.sums:
+                grad = fix(self._record(self.sums[i]) if self.level == "stats" else self.sums[i])
+            else:
+                grad = None
+        else:
+            if stamp is not None:
+                op, module = stamp.op, stamp.module
+                values = [stamp.values.get(k) for k in range(max(stamp.values, default=0) + 1)]
+                value = fix(_one(tuple(values)))
+                if stamp.inplace:
+                    meta["inplace"] = True
+                if stamp.module_output is not None:
+                    meta["module_output"] = stamp.module_output
+            else:
+                op, value = _snake(info.torch_type), None
+                module = self._inherited_module(info)
+                parent = self.infos[info.parent] if info.parent >= 0 else None
+                if parent is not None and parent.stamp is not None:
+                    meta["within"] = parent.stamp.op
+            grad = fix(_one(self.upstream[i])) if i in self.upstream else None
+            opaque = self._opaque(info)
+            if opaque is not None:
+                meta["opaque"] = opaque
+            if i in self.saved:
+                meta["saved"] = self.saved[i]
+        meta["module"] = module
+        meta["name"] = info.name
+        if shapes is not None:
+            meta["shapes"] = tuple(s for s, _ in shapes)
+            meta["dtypes"] = tuple(d for _, d in shapes)
+        expr = "input" if info.kind == "input" else f"{op}({', '.join(inputs)})"
+        return TraceNode(info.id, op, inputs, expr, value, grad, info.kind, meta)
+
+    def _inherited_module(self, info: _Info) -> str:
+        seen = 0
+        while info.parent >= 0 and seen < len(self.infos):
+            info = self.infos[info.parent]
+            seen += 1
+            if info.stamp is not None:
+                return info.stamp.module
+        return ""
+
+
+def _one(values: tuple) -> Any:
+    """A single output slot as itself, several as a tuple."""
+    if len(values) == 1:
+        return values[0]
+    return tuple(values) if values else None
+
+
+def _walk_values(values):
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            yield from _walk_values(v)
+        elif isinstance(v, dict):
+            yield from _walk_values(v.values())
+        else:
+            yield v
+
+
+def _resolve(pending: list[_Pending]) -> None:
+    """One transfer per device turns every statistics vector into TensorStats."""
+    by_device: dict[Any, list[_Pending]] = {}
+    for p in pending:
+        if p.stats is None:
+            by_device.setdefault(p.vec.device, []).append(p)
+    for group in by_device.values():
+        numbers = torch.stack([p.vec.double() for p in group]).tolist()
+        for p, (norm, mean, absmax) in zip(group, numbers):
+            p.stats = TensorStats(p.shape, p.dtype, norm, mean, absmax)
+            p.vec = None
+
+
+def _finalize(v: Any) -> Any:
+    """Placeholders to TensorStats, 1×1 Jacobians and 0-d tensors of small locals to floats."""
+    if isinstance(v, _Pending):
+        if v.stats is None:
+            _resolve([v])
+        return v.stats
+    if isinstance(v, tuple):
+        return tuple(_finalize(x) for x in v)
+    if isinstance(v, torch.Tensor) and v.dim() == 2 and v.numel() == 1 and not v.requires_grad:
+        return float(v.reshape(()).double().cpu())  # a 1×1 local Jacobian is a number
+    return v
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"[{_shape(v.shape)}] {str(v.dtype).removeprefix('torch.')}"
+    if isinstance(v, (tuple, list)) and v and isinstance(v[0], torch.Tensor):
+        return ", ".join(_describe(x) for x in v)
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor] | None = None,
+          level: str = "stats", local_max: int = 64, max_traces: int | None = None,
+          frame_names: bool = True) -> Tracer:
+    """Record every backward call made inside ``with trace(...) as t`` as a Trace in ``t.traces``.
+
+    model: its parameters are named (``fc1.weight``) and its modules give each node a path.
+    names: extra tensors to name (inputs, intermediates). level: "stats" (shape, norm, mean,
+    max |x|) or "full" (detached clones). local_max: largest local Jacobian (elements) computed
+    exactly. max_traces: stop recording after this many backward calls.
+    """
+    return Tracer(model, names, level, local_max, max_traces, frame_names)

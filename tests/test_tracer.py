@@ -1,0 +1,343 @@
+"""The tracer against PyTorch autograd itself: every recorded gradient is checked against `.grad`,
+`torch.autograd.grad` or hand-derived numbers, and the hooks must leave autograd exactly as it was."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import backtrace
+from backtrace.trace import TensorStats, Trace
+from backtrace.tracer import NothingToTraceError, Tracer
+
+
+def seed_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    return model, torch.randn(8, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+
+
+def by_type(trace: Trace, torch_type: str):
+    return [n for n in trace.nodes if n.meta.get("torch_type") == torch_type]
+
+
+def test_backtrace_trace_is_the_tracer():
+    assert backtrace.trace is backtrace.tracer.trace
+    with backtrace.trace() as t:
+        assert isinstance(t, Tracer)
+
+
+@pytest.mark.parametrize("level", ["stats", "full"])
+def test_gradients_bitwise_identical_to_an_untraced_run(level):
+    model, x, y = seed_mlp()
+    F.cross_entropy(model(x), y).backward()
+    expected = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    with backtrace.trace(model=model, level=level) as t:
+        F.cross_entropy(model(x), y).backward()
+    for k, p in model.named_parameters():
+        assert torch.equal(p.grad, expected[k]), k
+    grads = t.trace.grads
+    assert set(grads) == set(expected)
+    for k, g in grads.items():
+        if level == "full":
+            assert torch.equal(g, expected[k]), k  # the recorded tensor is .grad bit for bit
+        else:
+            assert isinstance(g, TensorStats) and g.shape == tuple(expected[k].shape)
+            assert g.norm == pytest.approx(expected[k].norm().item(), rel=1e-6)
+            assert g.mean == pytest.approx(expected[k].mean().item(), rel=1e-5, abs=1e-9)
+            assert g.absmax == pytest.approx(expected[k].abs().max().item(), rel=1e-6)
+
+
+def test_nodes_carry_ops_modules_names_and_per_slot_gradients():
+    model, x, y = seed_mlp()
+    with backtrace.trace(model=model, names={"x": x}, level="full") as t:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+    tr = t.trace
+    root = tr.node(tr.output)
+    assert root.op == "cross_entropy" and root.meta["torch_type"] == "NllLossBackward0"
+    assert root.meta["name"] == "loss" and tr.steps[0].node == root.id
+    assert float(root.value) == pytest.approx(F.cross_entropy(model(x), y).item())
+    linears = [n for n in tr.nodes if n.op == "linear"]
+    assert [n.meta["module"] for n in linears] == ["0", "2"]
+    assert linears[1].meta["name"] == "logits" and linears[1].meta["module_output"] == "2"
+    relu = next(n for n in tr.nodes if n.op == "relu")
+    assert relu.meta["module"] == "1" and relu.meta["saved"] == {"result": "[8×5] float32"}
+    # the gradient reaching the logits is softmax - onehot, over the batch
+    logits_d = logits.detach().requires_grad_()
+    expected, = torch.autograd.grad(F.cross_entropy(logits_d, y), logits_d)
+    assert torch.allclose(linears[1].grad, expected, atol=1e-7)
+    # each edge's contribution is that input's slot of grad_inputs: 2.bias gets the summed rows
+    step = next(s for s in tr.steps if s.node == linears[1].id)
+    bias_edge = next(e for e in step.edges if e.input == "2.bias")
+    assert torch.allclose(bias_edge.contribution, expected.sum(0), atol=1e-7)
+    assert tr.node("0.weight").meta["module"] == "0" and tr.node("0.weight").kind == "input"
+    # x needs no gradient: a const node, and the edge says why there is nothing
+    addmm = next(s for s in tr.steps if s.node == linears[0].id)
+    const_edge = next(e for e in addmm.edges if tr.node(e.input).kind == "const")
+    assert const_edge.contribution is None
+    assert const_edge.note == "no gradient: input does not require grad"
+
+
+def test_small_local_jacobians_are_exact_and_big_ones_described():
+    a = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = torch.tensor([4.0, 5.0, 6.0], requires_grad=True)
+    with backtrace.trace(names={"a": a, "b": b}, level="full") as t:
+        (a * b).sum().backward()
+    mul = next(s for s in t.trace.steps if t.trace.node(s.node).op == "mul")
+    ja, jb = (e.local for e in mul.edges)
+    assert torch.equal(ja, torch.diag(b.detach())) and torch.equal(jb, torch.diag(a.detach()))
+    assert mul.edges[0].rule == "Jacobian 3×3"
+    x = torch.randn(20, 20, requires_grad=True)
+    with backtrace.trace(local_max=64) as t:
+        x.sin().sum().backward()
+    sin = next(s for s in t.trace.steps if t.trace.node(s.node).op == "sin")
+    assert sin.edges[0].local is None
+    assert sin.edges[0].rule == "Jacobian 400×400 (not computed: too large)"
+    s = torch.tensor(0.5, requires_grad=True)
+    with backtrace.trace(names={"s": s}) as t:
+        s.exp().backward()
+    assert t.trace.steps[0].edges[0].local == pytest.approx(torch.exp(torch.tensor(0.5)).item())
+
+
+def test_no_handle_left_and_graph_freed_after_the_context():
+    model, x, y = seed_mlp()
+    originals = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
+    with backtrace.trace(model=model) as t:
+        h = model[0](x).sigmoid()  # sigmoid saves its result: the graph holds h
+        loss = model[2](h).sum()
+        loss.backward(retain_graph=True)
+    held = weakref.ref(h)
+    node_count = len(t.trace.nodes)
+    del h
+    # the retained graph still works outside the context and nothing records it any more
+    loss.backward()
+    assert len(t.traces) == 1 and len(t.trace.nodes) == node_count
+    assert (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad) == originals
+    del loss
+    gc.collect()
+    assert held() is None, "the tracer kept the graph alive"
+
+
+def test_retain_graph_twice_gives_two_traces():
+    w = torch.tensor([2.0, -1.0], requires_grad=True)
+    with backtrace.trace(names={"w": w}, level="full") as t:
+        loss = (w * w).sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+    assert len(t.traces) == 2
+    assert [tr.meta["call"] for tr in t.traces] == [1, 2]
+    for tr in t.traces:
+        assert torch.equal(tr.grads["w"], torch.tensor([4.0, -2.0]))  # each call's own gradient
+    assert torch.equal(w.grad, torch.tensor([8.0, -4.0]))
+    assert t.traces[0].meta["retain_graph"] is True
+
+
+def test_create_graph_and_double_backward():
+    x = torch.tensor([1.5, -0.5], requires_grad=True)
+    with backtrace.trace(names={"x": x}, level="full") as t:
+        y = (x ** 3).sum()
+        g, = torch.autograd.grad(y, x, create_graph=True)
+        g.sum().backward()
+    assert len(t.traces) == 2
+    first, second = t.traces
+    assert first.meta["kind"] == "grad" and first.meta["create_graph"] is True
+    assert torch.allclose(first.grads["x"], 3 * x.detach() ** 2)  # summed from the edges into x
+    assert not first.grads["x"].requires_grad  # hook work ran without building graph
+    assert torch.allclose(x.grad, 6 * x.detach())
+    assert torch.allclose(second.grads["x"], 6 * x.detach())
+
+
+def test_inplace_ops_keep_their_names():
+    x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+    with backtrace.trace(names={"x": x}, level="full") as t:
+        h = x * 2
+        h.add_(1)
+        h.relu_()
+        loss = h.sum()
+        loss.backward()
+    tr = t.trace
+    ops = [n.op for n in tr.nodes if n.kind == "op"]
+    assert ops == ["mul", "add_", "relu_", "sum"]
+    for op in ("mul", "relu_", "add_"):
+        assert next(n for n in tr.nodes if n.op == op).meta["name"] == "h"
+    assert next(n for n in tr.nodes if n.op == "relu_").meta["inplace"] is True
+    assert torch.equal(tr.grads["x"], torch.tensor([0.0, 2.0, 2.0]))
+    assert torch.equal(tr.node(next(n.id for n in tr.nodes if n.op == "mul")).value,
+                       torch.tensor([-2.0, 4.0, 6.0]))  # the value before add_ changed it
+    assert torch.equal(next(n for n in tr.nodes if n.op == "add_").value, torch.tensor([-1.0, 5, 7]))
+
+
+def test_non_leaf_names_and_gradients():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    h = x.exp()
+    with backtrace.trace(names={"x": x, "h": h}, level="full") as t:
+        (h * h).sum().backward()
+    tr = t.trace
+    assert tr.node("h").op == "ExpBackward0".removesuffix("Backward0").lower()
+    assert tr.node("h").kind == "op"
+    assert torch.allclose(tr.node("h").grad, 2 * h.detach())  # ∂/∂h of sum h² = 2h
+    assert torch.allclose(tr.grads["x"], 2 * h.detach() ** 2)
+    assert "h" not in tr.grads  # grads maps inputs only
+
+
+def test_split_with_an_unused_output():
+    x = torch.arange(6.0, requires_grad=True)
+    with backtrace.trace(names={"x": x}, level="full") as t:
+        a, b, c = x.chunk(3)
+        (a * 3).sum().backward()
+    tr = t.trace
+    split = next(n for n in tr.nodes if n.meta["torch_type"] == "SplitBackward0")
+    assert split.op == "chunk" and split.meta["name"] == "a, b, c"
+    up = next(s for s in tr.steps if s.node == split.id).upstream
+    assert isinstance(up, tuple) and len(up) == 3
+    assert torch.equal(up[0], torch.full((2,), 3.0)) and up[1] is None and up[2] is None
+    assert split.meta["shapes"] == ((2,), (2,), (2,))
+    assert torch.equal(tr.grads["x"], torch.tensor([3.0, 3, 0, 0, 0, 0]))
+
+
+class Cube(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return 3 * x * x * g
+
+
+def test_custom_autograd_function():
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    with backtrace.trace(names={"x": x}, level="full") as t:
+        Cube.apply(x).sum().backward()
+    node = next(n for n in t.trace.nodes if n.meta["torch_type"] == "CubeBackward")
+    assert node.op == "cube" and node.meta["opaque"] == "custom autograd.Function"
+    step = next(s for s in t.trace.steps if s.node == node.id)
+    assert step.edges[0].local is None and "custom autograd.Function" in step.edges[0].rule
+    assert torch.equal(t.trace.grads["x"], torch.tensor([3.0, 12.0]))
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpoint_both_variants(reentrant):
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    x = torch.randn(3, 4, requires_grad=True)
+    checkpoint(block, x, use_reentrant=reentrant).sum().backward()
+    expected = x.grad.clone()
+    x.grad = None
+    with backtrace.trace(model=block, names={"x": x}, level="full") as t:
+        checkpoint(block, x, use_reentrant=reentrant).sum().backward()
+    assert len(t.traces) == 1  # the re-entrant inner backward is part of the outer call
+    assert torch.equal(x.grad, expected) and torch.equal(t.trace.grads["x"], expected)
+    if reentrant:
+        node = next(n for n in t.trace.nodes if n.meta["torch_type"] == "CheckpointFunctionBackward")
+        assert node.meta["opaque"] == "custom autograd.Function"
+    else:
+        tanh = next(n for n in t.trace.nodes if n.op == "tanh")
+        assert tanh.meta["saved"].startswith("unavailable")
+        assert tanh.meta["module"] == "1"
+
+
+def _compile_works() -> str | None:
+    try:
+        f = torch.compile(lambda v: (v.sin() * 2).sum())
+        v = torch.ones(2, requires_grad=True)
+        f(v).backward()
+        return None
+    except Exception as exc:  # no C++ compiler or an unsupported platform
+        return f"torch.compile cannot run here: {type(exc).__name__}: {exc}"[:200]
+
+
+def test_torch_compile_is_an_opaque_region():
+    reason = _compile_works()
+    if reason:
+        pytest.skip(reason)
+    torch._dynamo.reset()
+    f = torch.compile(lambda v: (v.sin() * 2).sum())
+    x = torch.tensor([0.5, 1.0], requires_grad=True)
+    with backtrace.trace(names={"x": x}, level="full") as t:
+        f(x).backward()
+    assert torch.allclose(t.trace.grads["x"], 2 * torch.cos(x.detach()))
+    opaque = [n for n in t.trace.nodes if n.meta.get("opaque") == "torch.compile region"]
+    assert opaque and "CompiledFunction" in opaque[0].meta["torch_type"]
+
+
+def test_nothing_to_trace_under_no_grad():
+    model, x, y = seed_mlp()
+    with backtrace.trace(model=model) as t:
+        with torch.no_grad():
+            loss = F.cross_entropy(model(x), y)
+        with pytest.raises(NothingToTraceError, match="does not require grad"):
+            loss.backward()
+    with pytest.raises(NothingToTraceError, match="no backward call"):
+        t.trace
+    with torch.no_grad(), backtrace.trace(model=model) as t:
+        model(x)
+    with pytest.raises(NothingToTraceError, match="torch.no_grad"):
+        t.trace
+    assert isinstance(NothingToTraceError("x"), RuntimeError)  # code catching torch's error still works
+
+
+def test_traces_round_trip_through_json():
+    model, x, y = seed_mlp()
+    for level in ("stats", "full"):
+        with backtrace.trace(model=model, level=level) as t:
+            F.cross_entropy(model(x), y).backward()
+        again = Trace.from_json(t.trace.to_json())
+        assert [n.id for n in again.nodes] == [n.id for n in t.trace.nodes]
+        for a, b in zip(again.nodes, t.trace.nodes):
+            assert a.meta == b.meta and a.op == b.op and a.inputs == b.inputs
+            if level == "stats":
+                assert a.grad == b.grad
+            elif b.grad is not None:
+                assert torch.allclose(a.grad, b.grad)
+        assert len(again.steps) == len(t.trace.steps)
+
+
+def test_max_traces_stops_recording():
+    w = torch.ones(2, requires_grad=True)
+    with backtrace.trace(max_traces=1) as t:
+        for _ in range(3):
+            (w * 2).sum().backward()
+    assert len(t.traces) == 1 and t.calls == 3
+    assert torch.equal(w.grad, torch.full((2,), 6.0))
+
+
+def test_backward_that_raises_removes_hooks_and_keeps_a_partial_trace():
+    x = torch.ones(2, requires_grad=True)
+
+    class Boom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            return v * 1
+
+        @staticmethod
+        def backward(ctx, g):
+            raise ValueError("boom")
+
+    with backtrace.trace(names={"x": x}) as t:
+        with pytest.raises(ValueError, match="boom"):
+            (Boom.apply(x) * 2).sum().backward()
+    assert "boom" in t.trace.meta["error"]
+    (x * 3).sum().backward()  # autograd still works, untraced
+    assert torch.equal(x.grad, torch.full((2,), 3.0)) and len(t.traces) == 1
+
+
+def test_bad_arguments_are_usage_errors():
+    from backtrace.errors import UsageError
+
+    with pytest.raises(UsageError, match="level"):
+        backtrace.trace(level="everything")
+    with pytest.raises(UsageError, match="not a tensor"):
+        with backtrace.trace(names={"x": 3}):
+            pass
