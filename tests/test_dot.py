@@ -64,13 +64,13 @@ def test_forward_mode_has_no_gradients():
 
 def test_node_label_escapes_html_and_shows_expression():
     node = TraceNode("a<b", "add", ("x", "y"), "x + y", 3.0, -4.0)
-    label = node_label(None, node, grad_cell(None, node, [-4.0]))
+    label = node_label(node, grad_cell(node, [-4.0]))
     assert "a&lt;b" in label and "x + y" in label and ">3</TD>" in label and ">-4</FONT>" in label
 
 
 def test_constant_has_no_gradient_and_is_greyed():
     node = TraceNode("%1", "const", (), "1", 1.0, None, "const")
-    cell = grad_cell(None, node, [None])
+    cell = grad_cell(node, [None])
     assert cell.text == "no gradient" and cell.pending
 
 
@@ -111,7 +111,7 @@ def test_replay_frames_fill_gradients_in_execution_order():
     f0, f1, f2 = frame(t, 0), frame(t, 1), frame(t, 2)
     assert f0.active is None and f1.active == "f" and f2.active == "%0"
     x = t.node("x")
-    assert grad_cell(t, x, f1.received["x"], complete=False).text == "pending"
+    assert grad_cell(x, f1.received["x"], complete=False).text == "pending"
     assert f2.received["x"] == [-4.0]
     source = to_graphviz(t, step=1).source
     q_line = next(line for line in source.splitlines() if "<B>%0</B>" in line)

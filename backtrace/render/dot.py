@@ -139,7 +139,7 @@ class GradCell:
     pending: bool = False
 
 
-def grad_cell(trace: Trace, node: TraceNode, contributions: Sequence[Any] | None = None,
+def grad_cell(node: TraceNode, contributions: Sequence[Any] | None = None,
               complete: bool = True) -> GradCell:
     """The node's gradient; a fan-in shows its sum, '(a) + (b) = c'; in replay, what arrived so far."""
     if node.grad is None and not any(c is not None for c in contributions or ()):
@@ -162,7 +162,7 @@ def grad_cell(trace: Trace, node: TraceNode, contributions: Sequence[Any] | None
     return GradCell(text)
 
 
-def node_label(trace: Trace, node: TraceNode, grad: GradCell | None, ink: str | None = None) -> str:
+def node_label(node: TraceNode, grad: GradCell | None, ink: str | None = None) -> str:
     """An HTML-like label: name and op, the forward value, then the gradient (None: forward mode).
 
     ink: the gradient's text colour when the fill already encodes the gradient (else red)."""
@@ -364,7 +364,7 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
 
     labels = trace.meta.get("fold", {}).get("clusters", {})
     emit_clusters(g, "", cluster_tree(trace), lambda n: _draw_node(
-        n, trace, ids, state, into, mode, scale, tensors), labels)
+        n, trace, ids, state, into, mode, scale), labels)
 
     for node in trace.nodes:
         upstream, by_input = backward.get(node.id, (None, {}))
@@ -406,19 +406,18 @@ def replay_caption(trace: Trace, state: Frame) -> str:
 
 
 def _draw_node(node: TraceNode, trace: Trace, ids: dict[str, str], state: Frame | None,
-               into: dict[str, list[tuple[int, Edge]]], mode: str, scale, tensors: bool):
+               into: dict[str, list[tuple[int, Edge]]], mode: str, scale):
+    """(DOT name, label, attributes) of one node, in the state of the replay frame if any."""
     node_role = role(trace, node)
     contributions = [e.contribution for _, e in into.get(node.id, ())]
     if mode == "forward":
         cell = None
-    elif state is None:
-        cell = grad_cell(trace, node, contributions)
-    elif node.id == trace.output:
-        cell = grad_cell(trace, node, contributions)
+    elif state is None or node.id == trace.output:  # the output's seed gradient is known at once
+        cell = grad_cell(node, contributions)
     else:
         arrived = [e.contribution for k, e in into.get(node.id, ()) if k < state.done]
-        complete = len(arrived) == len(contributions) and (contributions or node.grad is None)
-        cell = grad_cell(trace, node, arrived if not complete else contributions, bool(complete))
+        complete = len(arrived) == len(contributions)
+        cell = grad_cell(node, arrived, complete)
     fill = norm_colour(norm(node.grad), scale) if scale else None
     pending = cell is not None and cell.pending
     style = node_style(node_role, fill, state is not None and state.active == node.id, pending)
@@ -427,7 +426,7 @@ def _draw_node(node: TraceNode, trace: Trace, ids: dict[str, str], state: Frame 
         ink = "#ffffff" if NORM_PALETTE.index(fill) >= len(NORM_PALETTE) - 3 else "#000000"
         style["fontcolor"] = ink
     style["tooltip"] = node.expr or node.id
-    return ids[node.id], node_label(trace, node, cell, ink), style
+    return ids[node.id], node_label(node, cell, ink), style
 
 
 def cluster_tree(trace: Trace) -> dict[str, list[TraceNode]]:
