@@ -368,4 +368,4 @@ def test_views_render():
                                            "max", "‖ΔW‖/‖W‖"]
     assert len([line for line in text.splitlines() if line.strip()]) == 1 + 8
     assert "w" in render_text(w.layer_table()) and "loss" in w.loss_curve()
-    assert "and 6 more times" in w.summary()
+    assert "(and at 6 more steps)" in w.summary()

@@ -170,7 +170,8 @@ class Watch:
         self.params, self.layer_of, self.layer_kind = named_parameters(model, optimizer)
         self.steps: list[StepRecord] = []
         self.warnings: list[Finding] = []
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, str], int] = {}  # (kind, layer) -> steps it was found at
+        self._last_found: dict[tuple[str, str], int] = {}
         self._handles: list[Any] = []
         self._snapshot: dict[str, torch.Tensor] = {}
         self._grad_norms: dict[str, float] = {}  # gradient norms captured since the last step
@@ -360,9 +361,12 @@ class Watch:
 
     def _find(self, kind: str, step: int, layer: str, message: str) -> None:
         key = (kind, layer)
+        if self._last_found.get(key) == step:
+            return  # a layer's weight and bias share one finding per step
+        self._last_found[key] = step
         self.counts[key] = self.counts.get(key, 0) + 1
         if self.counts[key] > 1:
-            return  # one warning per fault and layer; counts keeps how often it happened
+            return  # one warning per fault and layer; counts keeps at how many steps it happened
         finding = Finding(kind, step, layer, message)
         self.warnings.append(finding)
         if self.log is not None:
@@ -465,7 +469,8 @@ class Watch:
         values = [v for v in self.losses if v is not None]
         if not values:
             return "loss: none recorded (call .backward() on the loss, or w.loss(value))"
-        return ascii_curve(values, width, height)
+        first = next(s.step for s in self.steps if s.loss is not None)
+        return ascii_curve(values, width, height, first=first)
 
     def summary(self) -> str:
         """Accounting, steps and epochs seen, and every warning with how often it happened."""
@@ -484,7 +489,7 @@ class Watch:
             lines.append("no warnings")
         for f in self.warnings:
             times = self.counts[(f.kind, f.layer)]
-            lines.append(f"warning: {f.message}" + (f" (and {times - 1} more time"
+            lines.append(f"warning: {f.message}" + (f" (and at {times - 1} more step"
                                                     f"{'s' * (times > 2)})" if times > 1 else ""))
         return "\n".join(lines)
 
