@@ -1,0 +1,221 @@
+"""pytest plugin (entry point ``pytest11``): the ``backtrace`` fixture, the backward table of the
+last trace in a failing test's report, ``--backtrace-dir`` and ``--backtrace-update``.
+
+Loading the plugin imports neither torch nor the tracer: they load when a test asks for them."""
+from __future__ import annotations
+
+import importlib
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .trace import Trace
+
+_FIXTURE = pytest.StashKey["BacktraceFixture"]()
+_PREVIOUS_UPDATE = pytest.StashKey[bool]()
+SECTION = "backtrace: backward pass of the last trace"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("backtrace", "backtrace: traces of the backward pass")
+    group.addoption("--backtrace-dir", metavar="DIR", default=None,
+                    help="save the last trace of each failing test as SVG and JSON in DIR")
+    group.addoption("--backtrace-update", action="store_true", default=False,
+                    help="rewrite golden traces (backtrace.testing.assert_trace_matches) "
+                         "instead of comparing with them")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("backtrace_update"):
+        testing = _testing()
+        config.stash[_PREVIOUS_UPDATE] = testing.update_goldens
+        testing.update_goldens = True
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _PREVIOUS_UPDATE in config.stash:  # pytester runs sessions inside sessions: restore
+        _testing().update_goldens = config.stash[_PREVIOUS_UPDATE]
+
+
+def _testing() -> Any:
+    """backtrace.testing as sys.modules has it now (`from . import` could hand back a stale copy
+    when pytester has dropped the module between in-process runs)."""
+    return importlib.import_module("backtrace.testing")
+
+
+class BacktraceFixture:
+    """The tracer scoped to one test: ``with backtrace.trace(model=m) as t: loss.backward()``.
+
+    Every tracer it made is closed when the test ends, pass or fail, so no hook outlives the
+    test; the last trace recorded is shown in the report of a failing test."""
+
+    def __init__(self) -> None:
+        self._sources: list[Any] = []  # tracers and traces, in the order the test made them
+
+    def trace(self, model: Any = None, names: Any = None, level: str = "stats",
+              **options: Any) -> Any:
+        """``backtrace.trace(...)``, closed at the end of the test if the test did not close it."""
+        from .tracer import trace
+
+        tracer = trace(model=model, names=names, level=level, **options)
+        self._sources.append(tracer)
+        return tracer
+
+    __call__ = trace
+
+    def explain(self, formula: str, **values: float) -> Trace:
+        """``backtrace.explain`` on the reference engine, recorded for the report."""
+        from .engine import explain
+        return self.record(explain(formula, **values))
+
+    def explain_function(self, f: Any, engine: str = "reference", **values: float) -> Trace:
+        """``backtrace.testing.explain_function`` (it records its trace here by itself)."""
+        from .testing import explain_function
+        return explain_function(f, engine, **values)
+
+    def record(self, trace: Trace) -> Trace:
+        """Keep a trace made some other way, so a failing test's report shows it."""
+        self._sources.append(trace)
+        return trace
+
+    @property
+    def traces(self) -> list[Trace]:
+        """Every trace of this test so far, in order."""
+        out: list[Trace] = []
+        for s in self._sources:
+            out.extend([s] if isinstance(s, Trace) else s.traces)
+        return out
+
+    @property
+    def last(self) -> Trace | None:
+        """The most recent trace, or None."""
+        traces = self.traces
+        return traces[-1] if traces else None
+
+    def close(self) -> None:
+        """Exit every tracer, newest first (each restores what the one before it patched)."""
+        errors = []
+        for s in reversed(self._sources):
+            if not isinstance(s, Trace):
+                try:
+                    s.__exit__(None, None, None)  # idempotent: a closed tracer has nothing left
+                except Exception as exc:  # keep closing the others, then report
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture(name="backtrace")
+def _backtrace_fixture(request: pytest.FixtureRequest) -> Iterator[BacktraceFixture]:
+    """The tracer scoped to this test (``backtrace.trace(...)``); hooks are removed at the end."""
+    testing = _testing()
+    fixture = BacktraceFixture()
+    request.node.stash[_FIXTURE] = fixture
+    previous, testing._on_trace = testing._on_trace, fixture.record
+    try:
+        yield fixture
+    finally:
+        testing._on_trace = previous
+        fixture.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    fixture = item.stash.get(_FIXTURE, None)
+    if report.when == "call" and report.failed and fixture is not None:
+        trace = fixture.last
+        if trace is not None:
+            _attach(report, SECTION, _report_text(item, trace))
+    return report
+
+
+def _attach(report: pytest.TestReport, title: str, text: str) -> None:
+    longrepr = report.longrepr
+    if hasattr(longrepr, "addsection"):  # shown right under the traceback
+        longrepr.addsection(title, text)
+    else:
+        report.sections.append((title, text))
+
+
+def _report_text(item: pytest.Item, trace: Trace) -> str:
+    text = backward_text(trace)
+    folder = item.config.getoption("backtrace_dir")
+    if folder:
+        text += "\n" + _save(trace, Path(folder), item.nodeid)
+    return text
+
+
+def backward_text(trace: Trace, width: int = 120) -> str:
+    """The backward table of a trace as plain text, tensors shown by shape and norm."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="")
+    for column in ("step", "node", "op", "upstream", "input", "local", "contribution"):
+        table.add_column(column, justify="right" if column in ("upstream", "local",
+                                                               "contribution") else "left")
+    steps = trace.steps
+    for step in steps[:MAX_ROWS]:
+        node = trace.node(step.node)
+        op = node.meta.get("torch_type") or node.op
+        module = node.meta.get("module")
+        op = f"{op} ({module})" if module else op
+        for k, e in enumerate(step.edges):
+            first = k == 0
+            contribution = short(e.contribution) if e.contribution is not None else e.note or "—"
+            table.add_row(str(step.index + 1) if first else "", step.node if first else "",
+                          op if first else "", short(step.upstream) if first else "", e.input,
+                          short(e.local) if e.local is not None else (e.rule or "—"), contribution)
+    if len(steps) > MAX_ROWS:
+        table.add_row("…", f"{len(steps) - MAX_ROWS:,} more steps", *[""] * 5)
+    console = Console(file=io.StringIO(), width=width, color_system=None, emoji=False,
+                      highlight=False, soft_wrap=False)
+    console.print(f"{trace.engine} engine, output {trace.output}: {len(steps)} backward steps, "
+                  f"upstream × local = contribution")
+    console.print(table)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+
+
+MAX_ROWS = 60  # a failure report shows the steps nearest the output
+
+
+def short(v: Any) -> str:
+    """A value in a few characters: numbers as numbers, small tensors as lists, others by shape."""
+    from .ir import format_number
+
+    if v is None:
+        return "—"
+    if isinstance(v, (int, float)):
+        return format_number(v)
+    if hasattr(v, "detach") and hasattr(v, "numel"):
+        flat = v.detach().double().flatten().tolist()
+        if len(flat) == 1:
+            return format_number(flat[0])
+        if len(flat) <= 4:
+            return "[" + ", ".join(format_number(x) for x in flat) + "]"
+        dims = "×".join(map(str, v.shape))
+        return f"[{dims}] ‖·‖={format_number(float(v.detach().double().norm()))}"
+    return str(v)
+
+
+def _save(trace: Trace, folder: Path, nodeid: str) -> str:
+    """Write the trace as JSON and SVG; say where (or why the SVG could not be drawn)."""
+    from .errors import BacktraceError
+    from .export import export
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^\w.-]+", "_", nodeid).strip("_") or "trace"
+    lines = []
+    for suffix in ("json", "svg"):
+        path = folder / f"{stem}.{suffix}"
+        try:
+            export(trace, path)
+            lines.append(f"saved {path}")
+        except BacktraceError as exc:
+            lines.append(f"could not save {path}: {exc}")
+    return "\n".join(lines)
