@@ -237,3 +237,53 @@ def test_render_cli_folds_a_saved_torch_trace_and_says_so(net, tmp_path):
     assert "note: depth 4 gives 16 boxes, over the budget of 9: folded at depth 2 instead" in result.output
     texts = svg_texts(out.read_bytes())
     assert "layers.{0-11} ×12" in texts and "×12" in texts  # the merged box and its repeat count
+
+
+# ---------------------------------------------------------------- a real transformer, traced
+
+@pytest.fixture(scope="module")
+def transformer():
+    """A 12-layer TransformerEncoder traced by backtrace.trace, and torch's own block gradients."""
+    import backtrace
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, batch_first=True,
+                                       dropout=0.0)
+    model = nn.TransformerEncoder(layer, num_layers=12, enable_nested_tensor=False)
+    x, w = torch.randn(2, 5, 16, requires_grad=True), torch.randn(2, 5, 16)
+    oracle: dict[int, tuple[float, float]] = {}
+    twin = copy.deepcopy(model)  # hooks on a twin, so the traced run is untouched
+    for k, block in enumerate(twin.layers):
+        block.register_full_backward_hook(lambda m, gin, gout, k=k: oracle.__setitem__(
+            k, (float(gin[0].norm()), float(gout[0].norm()))))
+    (twin(x.detach().clone().requires_grad_(True)) * w).sum().backward()
+    with backtrace.trace(model=model, names={"x": x}) as tracer:
+        (model(x) * w).sum().backward()
+    return tracer.trace, [oracle[k] for k in range(12)]
+
+
+def test_transformer_fold_norms_equal_torch_block_gradients(transformer):
+    trace, oracle = transformer
+    folded = fold(trace, depth=2)
+    box = folded.node("[layers.0]")
+    assert box.meta["repeat"] == 12 and len(folded.nodes) < 10
+    for inst, (g_in, g_out) in zip(box.meta["instances"], oracle, strict=True):
+        assert inst["grad_in"] == pytest.approx(g_in, rel=1e-5)
+        assert inst["grad_out"] == pytest.approx(g_out, rel=1e-5)
+
+
+def test_transformer_fold_drops_below_the_budget(transformer):
+    trace, oracle = transformer
+    assert len(trace.nodes) > 600
+    default = fold(trace)
+    assert len(default.nodes) <= 150  # the default depth's target
+    deepest = default.meta["fold"]["max_depth"] + 1
+    folded = fold(trace, depth=deepest, budget=40)
+    assert len(folded.nodes) <= 40 and folded.meta["fold"]["depth"] < deepest
+    assert any("over the budget of 40" in note for note in folded.meta["fold"]["notes"])
+    # Folded at depth 3, the boxes are the parts of a block; in this post-norm layer norm2 is the
+    # block's last op, so its box's output gradient is the gradient at block 0's output.
+    assert folded.meta["fold"]["depth"] == 3
+    assert folded.node("[layers.0.norm2]").meta["grad_out"] == pytest.approx(oracle[0][1], rel=1e-5)
+    texts = svg_texts(render(trace, "svg"))
+    assert "layers.{0-11} ×12" in texts
