@@ -90,14 +90,15 @@ class Finding:
 
 
 def _stats(t: torch.Tensor) -> TensorStats:
-    d = t.detach().double()
-    return TensorStats(tuple(d.shape), str(t.dtype).removeprefix("torch."),
-                       float(torch.linalg.vector_norm(d)), float(d.mean()) if d.numel() else 0.0,
-                       float(d.abs().max()) if d.numel() else 0.0)
+    d = t.detach()
+    empty = d.numel() == 0
+    return TensorStats(tuple(d.shape), str(t.dtype).removeprefix("torch."), _norm(d),
+                       0.0 if empty else float(d.mean(dtype=torch.float64)),
+                       0.0 if empty else float(d.abs().max()))
 
 
 def _norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t.detach().double()))
+    return float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64))
 
 
 def named_parameters(model: Any, optimizer: Any = None) -> tuple[dict[str, torch.Tensor],
