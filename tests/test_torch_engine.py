@@ -1,0 +1,101 @@
+"""The torch engine against the reference engine: same ids, same numbers, on the textbook formulas
+and on every op of the op table (smooth points and kinks)."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from backtrace import torch_engine  # noqa: E402
+from backtrace.compare import compare  # noqa: E402
+from backtrace.engine import run  # noqa: E402
+from backtrace.errors import DomainError  # noqa: E402
+from backtrace.ops import OPS  # noqa: E402
+from backtrace.parser import parse  # noqa: E402
+from tests.conftest import NEURON, TEXTBOOK  # noqa: E402
+from tests.test_ops import KINKS, POINTS  # noqa: E402
+
+
+def both(formula: str, values: dict):
+    graph = parse(formula)
+    return run(graph, values), torch_engine.run(graph, values)
+
+
+def same_numbers(ref, tor):
+    assert [n.id for n in tor.nodes] == [n.id for n in ref.nodes]
+    assert [(n.expr, n.kind, n.inputs) for n in tor.nodes] == \
+        [(n.expr, n.kind, n.inputs) for n in ref.nodes]
+    assert [s.node for s in tor.steps] == [s.node for s in ref.steps]
+    for a, b in zip(ref.steps, tor.steps):
+        assert b.upstream == pytest.approx(a.upstream, rel=1e-12)
+        for ea, eb in zip(a.edges, b.edges):
+            assert (eb.input, eb.rule) == (ea.input, ea.rule)
+            if ea.contribution is None:
+                assert eb.contribution is None and eb.local is None
+            else:
+                assert eb.local == pytest.approx(ea.local, rel=1e-12, abs=1e-300)
+                assert eb.contribution == pytest.approx(ea.contribution, rel=1e-12, abs=1e-300)
+    assert compare(ref, tor).agree
+
+
+def test_textbook_exact():
+    ref, tor = both(*TEXTBOOK)
+    assert tor.engine == "torch" and tor.value == -12.0
+    assert tor.grads == {"x": -4.0, "y": -4.0, "z": 3.0}  # hand-derived in the lecture
+    same_numbers(ref, tor)
+    verdict = compare(ref, tor)
+    assert verdict.max_abs_diff == 0.0 and verdict.line() == "engines agree, max |Δ| = 0"
+
+
+def test_neuron_matches_autograd_directly():
+    ref, tor = both(*NEURON)
+    same_numbers(ref, tor)
+    v = {k: torch.tensor(x, dtype=torch.float64, requires_grad=True) for k, x in NEURON[1].items()}
+    f = 1 / (1 + torch.exp(-(v["w0"] * v["x0"] + v["w1"] * v["x1"] + v["w2"])))
+    f.backward()
+    for k, t in v.items():
+        assert tor.grads[k] == t.grad.item()
+    assert tor.node(tor.output).meta["torch_type"] == "DivBackward0"
+
+
+@pytest.mark.parametrize("name,point", [(n, POINTS[n]) for n in sorted(OPS)] + KINKS)
+def test_every_op_agrees_with_the_reference_engine(name, point):
+    op = OPS[name]
+    names = "ab"[: op.arity]
+    formula = f"f = {op.expression(*names)}"
+    values = dict(zip(names, point))
+    if name == "pow" and point[0] < 0:
+        with pytest.raises(DomainError):  # log of a negative base: both engines refuse
+            torch_engine.run(parse(formula), values)
+        return
+    ref, tor = both(formula, values)
+    same_numbers(ref, tor)
+
+
+def test_constants_fan_out_and_unreachable_inputs():
+    ref, tor = both("q = x * 2; r = q * q + x; s = y * 3; f = r + exp(1)", {"x": 1.5, "y": 4.0})
+    same_numbers(ref, tor)
+    assert tor.grads == {"x": 8 * 1.5 + 1, "y": None}  # r = 4x² + x
+    assert tor.node("s").grad is None and tor.node("s").value == 12.0
+
+
+def test_constant_output_and_bare_input():
+    ref, tor = both("f = 2 * 3", {})
+    assert tor.value == 6.0 and tor.steps == () and ref.grads == tor.grads == {}
+    ref, tor = both("f = x", {"x": 2.0})
+    assert tor.grads == ref.grads == {"x": 1.0}
+
+
+def test_domain_errors_name_the_node():
+    with pytest.raises(DomainError, match="value of f = log"):
+        torch_engine.explain("f = log(x)", x=-1.0)
+    with pytest.raises(DomainError, match="gradient of x"):
+        torch_engine.explain("f = sqrt(x)", x=0.0)
+
+
+def test_a_torch_import_only_when_the_engine_runs():
+    import subprocess
+    import sys
+
+    code = "import backtrace.torch_engine, sys; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
