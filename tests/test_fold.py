@@ -287,3 +287,17 @@ def test_transformer_fold_drops_below_the_budget(transformer):
     assert folded.node("[layers.0.norm2]").meta["grad_out"] == pytest.approx(oracle[0][1], rel=1e-5)
     texts = svg_texts(render(trace, "svg"))
     assert "layers.{0-11} ×12" in texts
+
+
+def test_box_input_gradient_counts_only_what_the_box_sends():
+    # x feeds the module m (a = 2x, b = a + 1) and, outside it, c = 3x; f = b + c.
+    # ∂f/∂x = 2 + 3 = 5, but m sends back only ∂b/∂a · ∂a/∂x = 2 (hand-derived).
+    t = explain("a = x * 2; b = a + 1; c = x * 3; f = b + c", x=1.0)
+    inside = {"a", "b"} | {n.id for n in t.nodes if n.kind == "const" and n.value in (1.0, 2.0)}
+    nodes = tuple(TraceNode(n.id, n.op, n.inputs, n.expr, n.value, n.grad, n.kind,
+                            {"module": "m" if n.id in inside else ""}) for n in t.nodes)
+    folded = fold(Trace("reference", t.output, nodes, tuple(t.steps), {}))
+    box = folded.node("[m]")
+    assert t.node("x").grad == 5.0
+    assert box.meta["grad_in"] == 2.0 and box.meta["grad_out"] == 1.0  # ∂f/∂b = 1
+    assert box.inputs == ("x",) and folded.node("f").inputs == ("[m]", "c")

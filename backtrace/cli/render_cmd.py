@@ -64,7 +64,8 @@ def draw(trace, outputs: tuple[str, ...], steps_dir: str | None, **opts) -> list
                    ".html .json). Repeatable. Without -o or --steps, DOT goes to stdout.")
 @steps_option
 @click.option("--depth", type=click.IntRange(1), default=None,
-              help="Fold modules deeper than N into one box (default: at most ~150 boxes).")
+              help="Fold each module N levels deep, with all it holds, into one box (default: "
+                   "the deepest that draws at most ~150 boxes).")
 @click.option("--hide", "hide", metavar="KINDS", default=None,
               help="Leave out node kinds, comma-separated: accumulate, constants.")
 @click.option("--budget", type=click.IntRange(1), default=None,

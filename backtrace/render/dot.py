@@ -150,7 +150,8 @@ def grad_cell(node: TraceNode, contributions: Sequence[Any] | None = None,
             first, last = runs[0], runs[-1]
             return GradCell(f"out {value_text(first['grad_out'])} ({first['path'].rpartition('.')[2]})"
                             f" … {value_text(last['grad_out'])} ({last['path'].rpartition('.')[2]})")
-        return GradCell(f"in {value_text(node.meta.get('grad_in'))}  out {value_text(node.grad)}")
+        grad_in = node.meta.get("grad_in")  # None: only statistics of several contributions
+        return GradCell(f"in {'?' if grad_in is None else value_text(grad_in)}  out {value_text(node.grad)}")
     parts = [c for c in (contributions or ()) if c is not None]
     if not complete:
         if not parts:

@@ -238,6 +238,8 @@ def _in_grad(g: Graph, x: str, inside: set[str]) -> float | None:
         return norm(node.grad)
     sent = [e.contribution for c in g.consumers.get(x, ()) if c in inside and c in g.steps
             for e in g.steps[c].edges if e.input == x and e.contribution is not None]
+    if len(sent) == 1:
+        return norm(sent[0])
     if sent and all(isinstance(s, (int, float)) or is_tensor(s) for s in sent):
         total = sent[0]
         for s in sent[1:]:
