@@ -111,8 +111,8 @@ def test_cli_adam_columns():
     r = run_cli("descend", QUADRATIC, "--w", "0", "--steps", "2", "--optimizer", "adam")
     assert r.exit_code == 0, r.output
     head = next(line.split() for line in r.output.splitlines() if line.lstrip().startswith("step"))
-    assert head == ["step", "var", "value", "gradient", "m̂", "v̂", "step", "update", "new",
-                    "value", "loss"]
+    assert head == ["step", "var", "value", "gradient", "m̂", "v̂", "lr·m̂/(√v̂+ε)", "update",
+                    "new", "value", "loss"]
     row = next(line.split() for line in r.output.splitlines() if line.split()[:2] == ["1", "w"])
     # first Adam step: m̂ = g, v̂ = g², step = lr·g/(|g|+ε) ≈ -0.1
     assert row[2:6] == ["0", "-6", "-6", "36"] and float(row[6]) == pytest.approx(-0.1, rel=1e-8)

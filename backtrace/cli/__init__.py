@@ -14,6 +14,7 @@ COMMANDS = {
     "explain": "backtrace.cli.explain:explain",
     "ops": "backtrace.cli.ops:ops",
     "render": "backtrace.cli.render_cmd:render",
+    "trace": "backtrace.cli.trace_cmd:trace",
     "train": "backtrace.cli.train_cmd:train",
 }
 

@@ -10,6 +10,7 @@ from ..training.optimizers import OPTIMIZERS, SCHEDULES
 from .explain import parse_values
 
 MAX_STEP_ROWS = 40  # longer runs show their first and last steps
+HEADS = {"step": "lr·m̂/(√v̂+ε)"}  # column titles of optimizer quantities, where the key is not one
 
 _EPILOG = (
     "\b\nEvery input given a start value is optimized; --fix NAME keeps it constant, --fix NAME=V\n"
@@ -129,8 +130,8 @@ def step_table(d, boxed: bool):
     scheduled = d.schedule is not None
     table = Table(box=box.ROUNDED if boxed else None, show_edge=boxed, pad_edge=boxed,
                   header_style="bold")
-    heads = ["step", *(["lr"] if scheduled else []), "var", "value", "gradient", *shown,
-             "update", "new value", "loss"]
+    heads = ["step", *(["lr"] if scheduled else []), "var", "value", "gradient",
+             *[HEADS.get(p, p) for p in shown], "update", "new value", "loss"]
     for h in heads:
         table.add_column(h, justify="left" if h in ("var",) else "right")
     names = list(d.start)
