@@ -151,17 +151,14 @@ def _graph_for(f: Callable[..., Any] | str, values: Mapping[str, float]) -> Grap
 
 
 def _run_engine(engine: str, graph: Graph, values: Mapping[str, float]) -> Trace:
-    """One engine's Trace of a graph (all share the graph's node ids)."""
+    """One engine's Trace of a graph (both engines use the graph's node ids)."""
     if engine == "reference":
         from .engine import run
         return run(graph, values)
     if engine == "torch":
         from .torch_engine import run as run_torch
         return run_torch(graph, values)
-    if engine == "numeric":
-        from .numeric import run as run_numeric
-        return run_numeric(graph, values)
-    raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    raise UsageError(f"unknown engine {engine!r}; choose from reference, torch")
 
 
 def explain_function(f: Callable[..., Any] | str, engine: str = "reference",
@@ -262,13 +259,16 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 # ---------------------------------------------------------------- assert_grads
 
+_WHAT = ("value", "gradient", "upstream", "local", "contribution")
+
+
 @dataclass(frozen=True)
 class _Item:
     """One compared quantity of one node: its value, its gradient, or one input slot's local."""
 
     step: int | None  # backward step index, None for nodes backward never visits
     node: str
-    what: str  # "value", "gradient", "local", "contribution"
+    what: str  # one of _WHAT
     slot: int | None = None
     input: str | None = None
 
@@ -278,7 +278,11 @@ class _Item:
         if self.what == "gradient":
             return _node_or_none(trace, self.node, "grad")
         step = _step_of(trace, self.node)
-        if step is None or self.slot >= len(step.edges):
+        if step is None:
+            return None
+        if self.what == "upstream":
+            return step.upstream
+        if self.slot is None or self.slot >= len(step.edges):
             return None
         return getattr(step.edges[self.slot], self.what)
 
@@ -300,99 +304,174 @@ def _step_of(trace: Trace, node: str):
 
 def _items(trace: Trace) -> list[_Item]:
     """Everything compared, in backward order: each visited node, then the nodes never visited."""
+    from .compare import backward_order
+
     items: list[_Item] = []
-    visited = set()
-    for step in trace.steps:
-        visited.add(step.node)
-        items += [_Item(step.index, step.node, "value"), _Item(step.index, step.node, "gradient")]
+    for node in backward_order(trace):
+        step = _step_of(trace, node)
+        if step is None:
+            items += [_Item(None, node, "value"), _Item(None, node, "gradient")]
+            continue
+        items += [_Item(step.index, node, w) for w in ("value", "gradient", "upstream")]
         for e in step.edges:
-            items += [_Item(step.index, step.node, "local", e.slot, e.input),
-                      _Item(step.index, step.node, "contribution", e.slot, e.input)]
-    for n in reversed(trace.nodes):
-        if n.id not in visited:
-            items += [_Item(None, n.id, "value"), _Item(None, n.id, "gradient")]
+            items += [_Item(step.index, node, "local", e.slot, e.input),
+                      _Item(step.index, node, "contribution", e.slot, e.input)]
     return items
+
+
+def _numeric_local(trace: Trace, node_id: str, slot: int, h: float = 1e-6) -> float | None:
+    """∂node/∂input[slot] by central differences of the op's forward (None outside its domain)."""
+    from .ops import OPS
+
+    node = trace.node(node_id)
+    op = OPS.get(node.op)
+    if op is None:
+        return None
+    args = [trace.node(i).value for i in node.inputs]
+    step = h * max(1.0, abs(args[slot]))
+    up, down = list(args), list(args)
+    up[slot] += step
+    down[slot] -= step
+    try:
+        return (op.forward(*up) - op.forward(*down)) / (2 * step)
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+
+
+def _numeric_source(trace: Trace, estimates: Mapping[str, float | None]) -> Callable[[_Item], Any]:
+    """Finite differences as one more column: gradients of nodes, locals of edges, their products."""
+    def get(item: _Item) -> Any:
+        if item.what in ("gradient", "upstream"):
+            return estimates.get(item.node)
+        if item.what == "local":
+            return _numeric_local(trace, item.node, item.slot)
+        if item.what == "contribution":
+            local, up = _numeric_local(trace, item.node, item.slot), estimates.get(item.node)
+            return None if local is None or up is None else local * up
+        return None  # finite differences have no opinion of their own on forward values
+    return get
 
 
 def _describe(item: _Item, trace: Trace) -> str:
     node = trace.node(item.node)
     head = f"node {item.node}" + (f" = {node.expr}" if node.expr and node.kind == "op" else "")
     if item.slot is None:
-        return f"{head}, its {item.what}"
-    return f"{head}, input slot {item.slot} ({item.input}), its {item.what} " \
-           f"∂{item.node}/∂{item.input}" + (" × upstream" if item.what == "contribution" else "")
+        return f"{head}: its {item.what}"
+    quantity = f"local derivative ∂{item.node}/∂{item.input}" if item.what == "local" else \
+        f"contribution (upstream × ∂{item.node}/∂{item.input})"
+    return f"{head}, input slot {item.slot} ({item.input}): {quantity}"
 
 
-def _neighbourhood(items: list[_Item], k: int, traces: Mapping[str, Trace],
-                   extra: Mapping[str, Any] | None = None) -> str:
+def _neighbourhood(items: list[_Item], k: int, sources: Mapping[str, Callable[[_Item], Any]],
+                   expected: Mapping[str, Any] | None = None) -> str:
     """The compared quantities of the steps around item k, one row each, the culprit marked."""
     target = items[k]
-    near = [i for i, it in enumerate(items)
-            if it.node == target.node or (it.step is not None and target.step is not None
-                                          and abs(it.step - target.step) <= 1)]
     if target.step is None:
         near = list(range(max(0, k - 4), min(len(items), k + 5)))
-    names = list(traces)
+    else:
+        near = [i for i, it in enumerate(items)
+                if it.step is not None and abs(it.step - target.step) <= 1]
     rows = []
     for i in near:
         it = items[i]
-        vals = [_show(it.get(t)) for t in traces.values()]
-        if extra is not None:
-            vals.append(_show(extra.get(it.node)) if it.what == "gradient" else "")
+        if it.what == "upstream" and i != k:
+            continue  # the same number as the node's gradient row
+        vals = [_show(get(it)) for get in sources.values()]
+        if expected is not None:
+            vals.append(_show(expected[it.node]) if it.what == "gradient" and it.node in expected
+                        else "")
         rows.append(["→" if i == k else "", "" if it.step is None else str(it.step + 1), it.node,
                      it.what, "" if it.slot is None else f"{it.slot} ({it.input})", *vals])
-    return _table(["", "step", "node", "quantity", "slot", *names,
-                   *(["expected"] if extra is not None else [])], rows)
+    return _table(["", "step", "node", "quantity", "slot", *sources,
+                   *(["expected"] if expected is not None else [])], rows)
+
+
+def _first_difference(base: Trace, graph: Graph, values: Mapping[str, float],
+                      traces: Mapping[str, Trace], numeric: bool, rtol: float,
+                      atol: float) -> _Item | None:
+    """The earliest disagreement in backward order among every engine's verdict on `base`."""
+    from .compare import backward_order, compare
+    from .numeric import numeric_check
+
+    verdicts = [compare(base, t, (base.engine, name), rtol, atol)
+                for name, t in traces.items() if t is not base]
+    if numeric:
+        verdicts.append(numeric_check(graph, values, base, rtol=rtol, atol=atol))
+    firsts = [v.first for v in verdicts if not v.agree and v.first is not None]
+    if not firsts:
+        return None
+    order = {n: i for i, n in enumerate(backward_order(base))}
+    d = min(firsts, key=lambda d: (order.get(d.node, len(order)),
+                                   _WHAT.index(d.what) if d.what in _WHAT else -1,
+                                   -1 if d.slot is None else d.slot))
+    step = _step_of(base, d.node)
+    if d.what in ("local", "contribution") and step is not None:
+        return _Item(step.index, d.node, d.what, d.slot, step.edges[d.slot].input)
+    if d.what == "gradient":
+        # A node's gradient is the sum of what its consumers sent: name the edge whose local
+        # derivative finite differences contradict, when there is one.
+        for consumer, edge in base.consumers(d.node):
+            local = _numeric_local(base, consumer.node, edge.slot)
+            if local is not None and edge.local is not None and not _close(edge.local, local,
+                                                                           rtol, atol):
+                return _Item(consumer.index, consumer.node, "local", edge.slot, edge.input)
+    what = d.what if d.what in _WHAT else "value"
+    return _Item(None if step is None else step.index, d.node, what)
 
 
 def assert_grads(f: Callable[..., Any] | str, inputs: Mapping[str, float] | Sequence[float],
                  expected: Mapping[str, float] | None = None,
                  engines: Sequence[str] = ENGINES, rtol: float = 1e-5,
-                 atol: float = 1e-7) -> dict[str, Trace]:
+                 atol: float = 1e-6) -> dict[str, Trace]:
     """Run `f` on each engine and assert they agree node by node (values, gradients, locals).
 
     `f` is a formula or a Python function of numbers written with operators and `backtrace.math`.
-    `expected` maps node names (inputs or named intermediates) to hand-derived gradients. On a
-    mismatch the AssertionError names the first divergent node in backward order, the input slot,
-    every engine's number and a table of the neighbourhood. Returns each engine's Trace."""
+    `engines` are "reference", "torch" and "numeric" (central differences). `expected` maps node
+    names (inputs or named intermediates) to hand-derived gradients. On a mismatch the
+    AssertionError names the first divergent node in backward order, the input slot, every
+    engine's number and a table of the neighbourhood. Returns each engine's Trace."""
+    engines = tuple(engines)
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise UsageError(f"unknown engine {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(ENGINES)}")
     values = _inputs(f, inputs)
     graph = _graph_for(f, values)
-    engines = tuple(engines)
-    if not engines:
-        raise UsageError("assert_grads needs at least one engine")
-    traces = {e: _run_engine(e, graph, values) for e in engines}
-    for t in traces.values():
-        _record(t)
-    base = traces[engines[0]]
+    traces = {e: _record(_run_engine(e, graph, values)) for e in engines if e != "numeric"}
+    base = next(iter(traces.values())) if traces else _run_engine("reference", graph, values)
+    sources: dict[str, Callable[[_Item], Any]] = {
+        name: (lambda item, t=t: item.get(t)) for name, t in traces.items()}
+    if "numeric" in engines:
+        from .numeric import numeric_grads
+        sources["numeric"] = _numeric_source(base, numeric_grads(graph, values, base))
     items = _items(base)
-    if len(traces) > 1:
-        for k, item in enumerate(items):
-            got = {e: item.get(t) for e, t in traces.items()}
-            present = [v for v in got.values() if _numbers(v) is not None]
-            if all(_close(present[0], v, rtol, atol) for v in present[1:]):
-                continue
-            numbers = ", ".join(f"{e} {_show(v)}" for e, v in got.items())
-            raise AssertionError(
-                f"engines disagree at {_describe(item, base)}: {numbers} "
-                f"(first divergence in backward order; rtol={rtol:g}, atol={atol:g})\n"
-                + _neighbourhood(items, k, traces))
+    first = _first_difference(base, graph, values, traces, "numeric" in engines, rtol, atol) \
+        if len(sources) > 1 else None
+    if first is not None:
+        k = items.index(first)
+        numbers = ", ".join(f"{name} {_show(get(first))}" for name, get in sources.items())
+        raise AssertionError(
+            f"engines disagree at {_describe(first, base)}: {numbers} "
+            f"(first divergence in backward order; rtol={rtol:g}, atol={atol:g})\n"
+            + _neighbourhood(items, k, sources))
     if expected:
-        unknown = [n for n in expected if n not in {node.id for node in base.nodes}]
-        if unknown:
-            raise UsageError(f"expected names no node {', '.join(map(repr, unknown))} "
+        known = {node.id for node in base.nodes}
+        missing = [n for n in expected if n not in known]
+        if missing:
+            raise UsageError(f"expected names no node {', '.join(map(repr, missing))} "
                              f"(nodes: {', '.join(n.id for n in base.nodes)})")
         for k, item in enumerate(items):
             if item.what != "gradient" or item.node not in expected:
                 continue
             want = expected[item.node]
-            got = {e: item.get(t) for e, t in traces.items()}
-            if all(_close(v if v is not None else 0.0, want, rtol, atol) for v in got.values()):
+            got = {name: get(item) for name, get in sources.items()}
+            if all(_close(0.0 if v is None else v, want, rtol, atol) for v in got.values()):
                 continue
-            numbers = ", ".join(f"{e} {_show(v)}" for e, v in got.items())
+            numbers = ", ".join(f"{name} {_show(v)}" for name, v in got.items())
             raise AssertionError(
                 f"gradient of {item.node} is not the expected (hand-derived) value: expected "
                 f"{_show(want)}, {numbers} (rtol={rtol:g}, atol={atol:g})\n"
-                + _neighbourhood(items, k, traces, expected))
+                + _neighbourhood(items, k, sources, expected))
     return traces
 
 
@@ -738,9 +817,8 @@ def _diff_traces(a: dict, b: dict, rtol: float, atol: float) -> tuple[str, str] 
     """Compare two trace dicts in the order a reader would look: structure, forward values in
     topological order, backward steps in execution order, then gradients and the rest."""
     numbers = ("value", "grad", "meta")
-    parts: list[tuple[str, Any, Any]] = [
-        ("", {k: v for k, v in a.items() if k not in ("nodes", "steps", "value", "grads")},
-         {k: v for k, v in b.items() if k not in ("nodes", "steps", "value", "grads")})]
+    later = ("nodes", "steps", "value", "grads", "meta")
+    parts: list[tuple[str, Any, Any]] = [("", _without(a, later), _without(b, later))]
     for key in ("nodes", "steps"):
         if len(a[key]) != len(b[key]):
             return f"/{key}", f"{len(a[key])} {key}, golden has {len(b[key])}"
@@ -753,7 +831,7 @@ def _diff_traces(a: dict, b: dict, rtol: float, atol: float) -> tuple[str, str] 
     parts += [(f"/steps/{i}", x, y) for i, (x, y) in enumerate(zip(a["steps"], b["steps"]))]
     parts += [(f"/nodes/{i}", x, y) for i, (x, y) in reversed(list(enumerate(zip(a["nodes"],
                                                                                  b["nodes"]))))]
-    parts += [("/value", a.get("value"), b.get("value")), ("/grads", a.get("grads"), b.get("grads"))]
+    parts += [(f"/{k}", a.get(k), b.get(k)) for k in ("value", "grads", "meta")]
     for where, x, y in parts:
         found = _diff(x, y, where, rtol, atol)
         if found:
@@ -808,18 +886,21 @@ def _diff(a: Any, b: Any, where: str, rtol: float, atol: float) -> tuple[str, st
 
 
 def _where(path: str, golden: dict) -> str:
-    """'/nodes/3/grad' as 'node q (nodes[3]), grad'."""
-    parts = path.strip("/").split("/")
+    """'/steps/0/edges/1/local' as 'step 1 (node f), input slot 1 (z), local'."""
+    parts = [p for p in path.strip("/").split("/") if p not in ("dict", "list", "")]
+    label = ""
     if len(parts) >= 2 and parts[0] in ("nodes", "steps") and parts[1].isdigit():
         entry = golden[parts[0]][int(parts[1])]
-        name = entry.get("id") or entry.get("node")
-        rest = parts[2:]
-        if parts[0] == "steps" and len(rest) >= 2 and rest[0] == "edges" and rest[1].isdigit():
-            edge = entry["edges"][int(rest[1])]
-            label = f"step {int(parts[1]) + 1} (node {name}), input slot {edge['slot']} ({edge['input']})"
-            rest = rest[2:]
+        if parts[0] == "nodes":
+            label = f"node {entry.get('id')}"
         else:
-            label = f"{'node' if parts[0] == 'nodes' else 'step'} {name}" if parts[0] == "nodes" \
-                else f"step {int(parts[1]) + 1} (node {name})"
-        return f"{label}, {'/'.join(rest) or 'itself'}"
-    return path or "the top level"
+            label = f"step {int(parts[1]) + 1} (node {entry.get('node')})"
+        parts = parts[2:]
+        if len(parts) >= 2 and parts[0] == "edges" and parts[1].isdigit():
+            edge = entry["edges"][int(parts[1])]
+            label += f", input slot {edge.get('slot')} ({edge.get('input')})"
+            parts = parts[2:]
+    elif parts and parts[0] in ("nodes", "steps"):
+        return f"the list of {parts[0]}"
+    rest = "/".join(parts)
+    return ", ".join(x for x in (label, rest) if x) or "the top level"
