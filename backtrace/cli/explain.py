@@ -74,30 +74,40 @@ def parse_values(tokens: tuple[str, ...]) -> dict[str, float]:
 @dot_option
 @click.option("--max-nodes", type=click.IntRange(1), default=Limits.max_nodes, show_default=True,
               help="Refuse formulas with more nodes than this.")
+@click.option("--engine", type=click.Choice(["reference", "torch", "both"]), default="both",
+              show_default=True,
+              help="reference: backtrace's exact pure-Python engine; torch: the same formula on "
+                   "PyTorch autograd in float64; both: run both and compare them node by node.")
+@click.option("--check", type=click.Choice(["numeric"]), default=None,
+              help="numeric: also check every gradient against central finite differences.")
 def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
-            outputs: tuple[str, ...], steps_dir: str | None, dot: str | None, max_nodes: int) -> None:
+            outputs: tuple[str, ...], steps_dir: str | None, dot: str | None, max_nodes: int,
+            engine: str = "both", check: str | None = None) -> None:
     """Run FORMULA forward and backward and show every number of the chain rule.
 
     Prints the forward values, then each backward step in the order autograd runs it
     (upstream gradient × local derivative = contribution), then ∂f/∂x for each input
     with its derivation along every path."""
-    from ..engine import explain as run_formula
     from ..render import render
     from .output import console, is_terminal
 
-    trace = run_formula(formula, Limits(max_nodes=max_nodes), **parse_values(values))
+    trace, checked = _run_engines(formula, parse_values(values), max_nodes, engine, check)
     for note in draw(trace, outputs, steps_dir, dot=dot):
         click.echo(f"note: {note}", err=True)
     fmt = fmt or ("table" if is_terminal() else "plain")
     out = console()
     if step and sys.stdin.isatty() and fmt in ("table", "plain"):
         _step_through(trace, fmt, out)
+        _print_check(checked(fmt), out)
         return
+    if fmt == "json":
+        checked(fmt)  # the verdicts go into the trace's meta
     shown = render(trace, fmt)
     if isinstance(shown, str):
         click.echo(shown)
     else:
         out.print(shown)
+        _print_check(checked(fmt), out)
 
 
 def _step_through(trace, fmt: str, out) -> None:
@@ -112,3 +122,54 @@ def _step_through(trace, fmt: str, out) -> None:
             return
     out.clear()
     out.print(ExplainView(trace, fmt))
+
+
+def _run_engines(formula: str, values: dict[str, float], max_nodes: int, engine: str,
+                 check: str | None):
+    """The trace to show (reference first) and a function giving the cross-check view for a format.
+
+    torch is imported only when the torch engine runs."""
+    from ..compare import compare
+    from ..engine import run
+    from ..parser import parse
+
+    graph = parse(formula, Limits(max_nodes=max_nodes))
+    reference = run(graph, values) if engine in ("reference", "both") else None
+    tor = None
+    if engine in ("torch", "both"):
+        from ..torch_engine import run as run_torch
+
+        tor = run_torch(graph, values)
+    trace = reference if reference is not None else tor
+    verdicts = []
+    if reference is not None and tor is not None:
+        verdicts.append(compare(reference, tor, ("reference", "torch")))
+    if check == "numeric":
+        from ..numeric import numeric_check
+
+        verdicts.append(numeric_check(graph, values, trace))
+
+    def checked(fmt: str):
+        if fmt == "json":
+            if verdicts:
+                trace.meta["check"] = [v.to_dict() for v in verdicts]
+            return None
+        if not verdicts and tor is None or trace is tor and not verdicts:
+            return None
+        from ..render.torch_table import EngineCheck
+
+        return EngineCheck(reference, tor, verdicts, fmt)
+
+    return trace, checked
+
+
+def _print_check(view, out) -> None:
+    """The torch section, then one verdict line each, never wrapped (they are meant to be grepped)."""
+    if view is None:
+        return
+    if view.torch is not None and view.reference is not None:
+        out.print(view)
+    for verdict in view.verdicts:
+        colour = "green" if verdict.agree else "red"
+        click.echo(click.style(verdict.line(), fg=colour, bold=True) if out.is_terminal
+                   else verdict.line())

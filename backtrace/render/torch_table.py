@@ -126,7 +126,8 @@ class TorchTraceView:
 
 
 class EngineCheck:
-    """The torch engine's numbers beside the reference engine's, then one verdict line each."""
+    """The torch engine's numbers beside the reference engine's (the CLI prints the verdict lines,
+    unwrapped, after it)."""
 
     def __init__(self, reference: Trace | None, torch: Trace | None, verdicts: Sequence,
                  style: str = "table") -> None:
@@ -153,5 +154,3 @@ class EngineCheck:
             yield table
         if self.verdicts:
             yield Text("")
-        for v in self.verdicts:
-            yield Text(v.line(), style="bold green" if v.agree else "bold red")
