@@ -155,3 +155,22 @@ def test_bad_settings_are_usage_errors():
         Adam(betas=(1.0, 0.9))
     with pytest.raises(UsageError):
         make_schedule("exponential", 0.1, 10)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(x0=st.floats(-2, 2), y0=st.floats(-2, 2), lr=st.floats(1e-3, 0.3),
+       name=st.sampled_from(["sgd", "momentum", "adam"]))
+def test_random_starts_and_rates_equal_torch(x0, y0, lr, name):
+    """A bounded-slope loss, so no run overflows: every step must match torch.optim."""
+    formula = "L = sin(x)*cos(y) + 0.1*(x**2 + y**2)"
+    d = descend(formula, {"x": x0, "y": y0}, lr=lr, steps=25, optimizer=name)
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=lr),
+            "momentum": lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9),
+            "adam": lambda p: torch.optim.Adam(p, lr=lr)}[name]
+    loss = lambda x, y: torch.sin(x) * torch.cos(y) + 0.1 * (x**2 + y**2)  # noqa: E731
+    for s, (tx, ty) in zip(d.steps, torch_path(make, (x0, y0), 25, loss=loss)):
+        assert close(s.after["x"], tx) and close(s.after["y"], ty)
