@@ -207,7 +207,26 @@ class TraceFormatError(BacktraceError):
 
 
 def _same(a: Sequence, b: Sequence) -> bool:
-    return len(a) == len(b) and all(x == y for x, y in zip(a, b))
+    return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+
+
+def _equal(x: Any, y: Any) -> bool:
+    """``==``, also when tensors of several elements sit inside nodes and steps (torch traces)."""
+    try:
+        return bool(x == y)
+    except RuntimeError:  # "Boolean value of Tensor with more than one value is ambiguous"
+        pass
+    if type(x) is not type(y):
+        return False
+    if hasattr(x, "__dataclass_fields__"):
+        return all(_equal(getattr(x, f), getattr(y, f)) for f in x.__dataclass_fields__)
+    if isinstance(x, (tuple, list)):
+        return len(x) == len(y) and all(_equal(p, q) for p, q in zip(x, y))
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_equal(x[k], y[k]) for k in x)
+    if hasattr(x, "dtype") and hasattr(x, "shape"):  # torch tensors: dtype, shape and values
+        return x.dtype == y.dtype and x.shape == y.shape and bool((x == y).all())
+    return False
 
 
 def _node_dict(n: TraceNode) -> dict:
