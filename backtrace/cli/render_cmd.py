@@ -67,7 +67,8 @@ def draw(trace, outputs: tuple[str, ...], steps_dir: str | None, **opts) -> list
               help="Fold each module N levels deep, with all it holds, into one box (default: "
                    "the deepest that draws at most ~150 boxes).")
 @click.option("--hide", "hide", metavar="KINDS", default=None,
-              help="Leave out node kinds, comma-separated: accumulate, constants.")
+              help="Leave out node kinds, comma-separated: accumulate (the AccumulateGrad "
+                   "leaves: parameters and inputs that require grad), constants.")
 @click.option("--budget", type=click.IntRange(1), default=None,
               help="Most boxes to hand to dot; past it the graph is folded further (default 1000).")
 @click.option("--mode", type=click.Choice(["backward", "forward"]), default="backward",
