@@ -65,11 +65,14 @@ def test_one_svg_per_step_with_active_node_and_pending_gradients(tmp_path):
 
 
 def test_steps_through_the_cli(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "step-007.svg").write_text("from an older, longer replay")
+    (tmp_path / "s" / "notes.txt").write_text("kept")
     result = CliRunner().invoke(cli, ["explain", "f=(x+y)*z", "--x", "-2", "--y", "5", "--z", "-4",
                                       "--steps", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == \
-        ["step-000.svg", "step-001.svg", "step-002.svg"]
+        ["notes.txt", "step-000.svg", "step-001.svg", "step-002.svg"]
 
 
 def test_html_is_self_contained():

@@ -44,6 +44,8 @@ def write_steps(trace: Trace, directory: str | os.PathLike, opts: Options | None
         path = folder / f"step-{k:03d}.svg"
         write_atomic(path, svg)
         paths.append(path)
+    for old in set(folder.glob("step-[0-9][0-9][0-9].svg")) - set(paths):
+        old.unlink()  # frames of an earlier, longer replay would read as part of this one
     return paths
 
 
