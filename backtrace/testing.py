@@ -230,14 +230,19 @@ def _near(x: float, y: float, rtol: float, atol: float) -> bool:
 
 
 def _show(v: Any) -> str:
+    """A number short; a small tensor as a list; a bigger one by shape and norm."""
     if v is None:
         return "—"
-    xs = _numbers(v)
-    if xs is not None and len(xs) == 1 and isinstance(v, (int, float)) or \
-            (xs is not None and len(xs) == 1 and hasattr(v, "detach")):
-        return format_number(xs[0])
-    if xs is not None and hasattr(v, "detach") and len(xs) <= 6:
-        return "[" + ", ".join(format_number(x) for x in xs) + "]"
+    if isinstance(v, (int, float)):
+        return format_number(v)
+    if hasattr(v, "detach"):
+        xs = _numbers(v)
+        if len(xs) == 1:
+            return format_number(xs[0])
+        if len(xs) <= 4:
+            return "[" + ", ".join(format_number(x) for x in xs) + "]"
+        dims = "×".join(map(str, v.shape))
+        return f"[{dims}] ‖·‖={format_number(math.sqrt(sum(x * x for x in xs)))}"
     return str(v)
 
 
@@ -548,10 +553,15 @@ def check_function(fn: Any, *example_inputs: Any, rtol: float = 1e-3, atol: floa
         if bad.error:
             what = f"its backward raised {bad.error}"
         else:
-            at = f" at element {list(bad.where)}" if bad.where else ""
-            what = (f"numeric {_show(bad.numeric)}, backward {_show(bad.backward)} "
-                    f"(upstream gradient {bad.upstream}; max |Δ| = "
-                    f"{format_number(bad.max_delta)}{at})")
+            numeric, backward, at = bad.numeric, bad.backward, ""
+            if bad.where is not None and hasattr(numeric, "shape") and numeric.numel() > 4:
+                # A big tensor: the numbers of its worst element say more than two norms.
+                numeric, backward = numeric[bad.where], backward[bad.where]
+                at = f"at element {list(bad.where)}: "
+            elif bad.where is not None:
+                at = f"worst at element {list(bad.where)}: "
+            what = (f"{at}numeric {_show(numeric)}, backward {_show(backward)} "
+                    f"(upstream gradient {bad.upstream}; max |Δ| = {format_number(bad.max_delta)})")
         raise AssertionError(
             f"backward of {bad.node} ({bad.call}) is wrong at input slot {bad.slot} ({bad.input}): "
             f"{what}; first wrong node in backward order (rtol={rtol:g}, atol={atol:g})\n"
