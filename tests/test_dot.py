@@ -90,6 +90,7 @@ def test_tensor_values_show_shape_and_norm():
     assert norm(t) == pytest.approx(5.0) and norm(stats) == 5.0 and norm(-2.5) == 2.5
     assert norm((TensorStats((2,), "f", 3.0, 0, 0), TensorStats((2,), "f", 4.0, 0, 0))) == 5.0
     assert value_text(torch.tensor(2.5)) == "2.5"
+    assert value_text(TensorStats((), "float32", 2.5, -2.5, 2.5)) == "-2.5"  # a scalar is its value
     e = Edge(0, "w", None, "", stats)
     assert edge_label(stats, e, None, "backward", True) == \
         f'<[3×4]<BR/><FONT COLOR="{GRAD_COLOUR}">∂ [3×4] ‖·‖=5</FONT>>'

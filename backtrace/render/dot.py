@@ -55,6 +55,8 @@ def value_text(v: Any) -> str:
     if isinstance(v, (int, float)):
         return format_number(v)
     if isinstance(v, TensorStats):
+        if all(d == 1 for d in v.shape):  # one number: its mean is the number itself
+            return format_number(v.mean)
         return f"{shape_text(v.shape)} ‖·‖={format_number(v.norm)}"
     if is_tensor(v):
         if v.numel() == 1:
@@ -263,10 +265,14 @@ def edge_style(active: bool = False, has_grad: bool = True) -> dict[str, str]:
 def legend_label(mode: str, scale: tuple[float, float] | None, notes: Sequence[str] = (),
                  title: str = "") -> str:
     """The legend: title, node kinds, wire colours, the log-scale colour bar of gradient norms."""
-    cells = "".join(f'<TD BGCOLOR="{KIND_FILL[k]}" BORDER="1">{k}</TD>'
-                    for k in ("input", "op", "const", "output"))
+    if scale is None:  # fills show the kind of node
+        kinds = "".join(f'<TD BGCOLOR="{KIND_FILL[k]}" BORDER="1">{k}</TD>'
+                        for k in ("input", "op", "const", "output"))
+    else:  # fills show the gradient norm, so kinds are told by shape
+        kinds = ('<TD COLSPAN="4" ALIGN="LEFT">rounded: inputs and parameters · 3-D: folded modules'
+                 " · double border: output</TD>")
     rows = [f'<TR><TD COLSPAN="4" ALIGN="LEFT"><B>{html.escape(title)}</B></TD></TR>'] if title else []
-    rows += [f"<TR>{cells}</TR>",
+    rows += [f"<TR>{kinds}</TR>",
              '<TR><TD COLSPAN="4" ALIGN="LEFT">on each wire: the forward value</TD></TR>']
     if mode == "backward":
         rows.append(f'<TR><TD COLSPAN="4" ALIGN="LEFT"><FONT COLOR="{GRAD_COLOUR}">'
