@@ -643,13 +643,16 @@ class _Call:
         return not in_place and name not in ("__setitem__", "__get__") and bool(self.slots()) \
             and any(_is_diff(t) and t.grad_fn is not None for t in _flat(self.out))
 
-    def _rerun(self, replace: dict[int, Any]) -> list[Any]:
-        """The call again, with some argument tensors (by id) replaced; its float outputs."""
-        def sub(a: Any) -> Any:
+    def _rerun(self, replace: dict[int | str, Any]) -> list[Any]:
+        """The call again with some slots' tensors replaced (by slot, so x*x has two); its
+        floating-point outputs."""
+        args = []
+        for i, a in enumerate(self.args):
             if isinstance(a, (list, tuple)):
-                return type(a)(sub(x) for x in a)
-            return replace.get(id(a), a)
-        out = self.func(*(sub(a) for a in self.args), **{k: sub(v) for k, v in self.kwargs.items()})
+                a = type(a)(replace.get(f"{i}[{j}]", x) for j, x in enumerate(a))
+            args.append(replace.get(i, a))
+        kwargs = {k: replace.get(k, v) for k, v in self.kwargs.items()}
+        out = self.func(*args, **kwargs)
         return [t for t in _flat(out) if hasattr(t, "is_floating_point") and t.is_floating_point()]
 
     def check(self, order: int, names: dict[int, str], generator: Any, rtol: float, atol: float,
@@ -657,7 +660,7 @@ class _Call:
         import torch
 
         slots = self.slots()
-        fresh = {id(t): t.detach().clone().requires_grad_(True) for _, t in slots}
+        fresh = {slot: t.detach().clone().requires_grad_(True) for slot, t in slots}
         rows: list[SlotCheck] = []
         args_text = ", ".join(names.get(id(a), "…") if hasattr(a, "shape") else repr(a)
                               for a in self.args)
@@ -674,7 +677,7 @@ class _Call:
                for o in outs]
         # A random upstream gradient, so a backward that forgets to multiply by it is caught too.
         upstream = _show(ups[0]) if len(ups) == 1 and ups[0].numel() == 1 else "random"
-        leaves = [fresh[id(t)] for _, t in slots]
+        leaves = list(fresh.values())
         try:
             analytic = torch.autograd.grad(outs, leaves, ups, allow_unused=True)
         except Exception as exc:  # a user's backward may raise anything; report where
@@ -692,24 +695,24 @@ class _Call:
             base = leaf.detach()
             if base.numel() <= max_elements:
                 numeric = torch.zeros_like(base)
-                flat = numeric.view(-1)
-                for i in range(base.numel()):
-                    e = torch.zeros_like(base).view(-1)
-                    e[i] = eps
-                    e = e.view(base.shape)
-                    flat[i] = (projected({id(t): base + e}) - projected({id(t): base - e})) / (2 * eps)
+                for i in range(base.numel()):  # one central difference per element
+                    e = torch.zeros_like(base)
+                    e.view(-1)[i] = eps
+                    numeric.view(-1)[i] = (projected({slot: base + e})
+                                           - projected({slot: base - e})) / (2 * eps)
                 diff = (g - numeric).abs()
-                bound = atol + rtol * numeric.abs()
-                ok = bool((diff <= bound).all())
-                worst = int(diff.view(-1).argmax()) if diff.numel() else 0
-                where = tuple(int(k) for k in torch.unravel_index(torch.tensor(worst), base.shape)) \
-                    if base.dim() else None
+                ok = bool((diff <= atol + rtol * numeric.abs()).all())
+                where = None
+                if base.dim() and diff.numel():
+                    worst = torch.tensor(int(diff.view(-1).argmax()))
+                    where = tuple(int(k) for k in torch.unravel_index(worst, base.shape))
                 row(slot, t, g, numeric, float(diff.max()) if diff.numel() else 0.0, where, ok)
             else:
                 # Too many elements for one difference each: compare along a random direction.
-                u = torch.randn(base.shape, generator=generator, dtype=torch.float64).to(base.device)
-                numeric = (projected({id(t): base + eps * u}) - projected({id(t): base - eps * u})) \
-                    / (2 * eps)
+                u = torch.randn(base.shape, generator=generator, dtype=torch.float64)
+                u = u.to(base.device)
+                numeric = (projected({slot: base + eps * u})
+                           - projected({slot: base - eps * u})) / (2 * eps)
                 backward = float((g * u).sum())
                 delta = abs(backward - numeric)
                 row(slot, t, backward, numeric, delta, None,

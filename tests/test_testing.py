@@ -377,3 +377,24 @@ def test_testing_imports_neither_torch_nor_pytest():
             "engines=('reference', 'numeric')); print(sorted({'torch', 'pytest'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_tensor_used_in_two_slots_is_checked_slot_by_slot():
+    class AsymmetricSwap(torch.autograd.Function):
+        """f(a, b) = a * b**2, whose backward swaps the two slots' gradients."""
+
+        @staticmethod
+        def forward(ctx, a, b):
+            ctx.save_for_backward(a, b)
+            return a * b * b
+
+        @staticmethod
+        def backward(ctx, g):
+            a, b = ctx.saved_tensors
+            return g * 2 * a * b, g * b * b  # swapped
+
+    x = torch.tensor(1.5)
+    # Through one tensor in both slots the sum of the two gradients is right (b² + 2ab): only a
+    # slot-by-slot check can see the swap.
+    with pytest.raises(AssertionError, match=r"AsymmetricSwapBackward .* input slot 0 \(a\)"):
+        check_function(lambda t: AsymmetricSwap.apply(t, t), x)
