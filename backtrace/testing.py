@@ -535,6 +535,8 @@ def check_function(fn: Any, *example_inputs: Any, rtol: float = 1e-3, atol: floa
     call, label, params = _callable(fn)
     inputs = [_as_float64_leaf(x) for x in example_inputs]
     names = {id(t): n for t, n in zip(inputs, params) if isinstance(t, torch.Tensor)}
+    if isinstance(call, torch.nn.Module):
+        names.update((id(p), n) for n, p in call.named_parameters())
     with _Recorder() as recorder:
         out = call(*inputs)
     if not any(isinstance(t, torch.Tensor) and t.grad_fn is not None for t in _flat(out)):
