@@ -42,15 +42,17 @@ def _record(trace: Trace) -> Trace:
 
 # ---------------------------------------------------------------- Python functions as graphs
 
-def function_graph(f: Callable[..., Any] | str, names: Iterable[str] | None = None) -> Graph:
+def function_graph(f: Callable[..., Any] | str, **values: float) -> Graph:
     """The graph of a formula, or of a Python function run once on `backtrace.Value` inputs.
 
     Intermediate values are named after the function's local variables (``q = x + y`` names the
-    node ``q``); the output is named after the returned variable, else ``f``."""
+    node ``q``); the output is named after the returned variable, else ``f``. The function runs at
+    `values` (0.5 for inputs not given): the graph does not depend on them, the domain does."""
     from .parser import parse
     if isinstance(f, str):
         return parse(f)
-    return _function_graph(f, tuple(names) if names is not None else _parameters(f), None)
+    names = _parameters(f)
+    return _function_graph(f, names, {n: values.get(n, 0.5) for n in names})
 
 
 def _parameters(f: Callable[..., Any]) -> tuple[str, ...]:
@@ -63,10 +65,10 @@ def _parameters(f: Callable[..., Any]) -> tuple[str, ...]:
 
 
 def _function_graph(f: Callable[..., Any], names: tuple[str, ...],
-                    values: Mapping[str, float] | None) -> Graph:
+                    values: Mapping[str, float]) -> Graph:
     from .value import Value
 
-    leaves = {n: Value(float(values[n]) if values else 0.0, n) for n in names}
+    leaves = {n: Value(float(values[n]), n) for n in names}
     out, local_names = _call_capturing_locals(f, leaves)
     if not isinstance(out, Value):
         if isinstance(out, (int, float)) and not isinstance(out, bool):

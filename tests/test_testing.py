@@ -14,7 +14,7 @@ import torch
 import backtrace
 import backtrace.testing as bt
 from backtrace import Trace, TraceFormatError, UsageError
-from backtrace.math import exp, relu, sigmoid, tanh
+from backtrace.math import exp, log, relu, sigmoid, tanh
 from backtrace.ops import OPS
 from backtrace.testing import (assert_grads, assert_trace_matches, check_function,
                                explain_function, function_graph)
@@ -38,7 +38,7 @@ def test_function_graph_names_nodes_after_the_functions_locals():
 
 
 def test_function_graph_keeps_unused_inputs_and_names_a_bare_return_f():
-    g = function_graph(lambda a, b: tanh(a) * 2)
+    g = function_graph(lambda a, b: tanh(a) * 2, a=1.0)
     assert [n.id for n in g.nodes if n.op == "input"] == ["a", "b"]
     assert g.nodes[g.output].id == "f" and g.nodes[g.output].op == "mul"
     t = explain_function(lambda a, b: tanh(a) * 2, a=0.3, b=1.0)
@@ -74,6 +74,13 @@ def test_explain_function_of_a_formula_and_unknown_engine():
     assert (t.engine, t.grads) == ("torch", {"x": 4.0, "y": 3.0})
     with pytest.raises(UsageError, match="unknown engine"):
         explain_function(textbook, engine="jax", **TEXTBOOK)
+
+
+def test_function_graph_runs_where_the_function_is_defined():
+    g = function_graph(lambda x: 1 / log(x), x=2.0)  # the default 0.5 works too; 1.0 would not
+    assert [n.op for n in g.nodes] == ["input", "log", "const", "div"]
+    with pytest.raises(backtrace.DomainError):
+        function_graph(lambda x: 1 / log(x), x=1.0)
 
 
 def test_a_function_returning_no_number_is_a_usage_error():
