@@ -20,6 +20,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.fchmod(f.fileno(), _mode_for(target))
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException as exc:
@@ -27,3 +29,13 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         if isinstance(exc, OSError):
             raise BacktraceError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
+
+
+def _mode_for(target: Path) -> int:
+    """The existing file's mode, or 0666 less the umask for a new file."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask

@@ -398,7 +398,7 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
     if legend:  # the graph's own label, under the picture, so it never pushes the graph aside
         g.attr(label=legend_label(mode, scale, notes, title), labelloc="b", labeljust="l")
     elif title:
-        g.attr(label=title, labelloc="t")
+        g.attr(label=plain(title), labelloc="t")
     return g
 
 
@@ -432,8 +432,15 @@ def _draw_node(node: TraceNode, trace: Trace, ids: dict[str, str], state: Frame 
     if fill is not None:  # the fill shows the gradient: text in black, or white on the darkest reds
         ink = "#ffffff" if NORM_PALETTE.index(fill) >= len(NORM_PALETTE) - 3 else "#000000"
         style["fontcolor"] = ink
-    style["tooltip"] = node.expr or node.id
+    style["tooltip"] = plain(node.expr or node.id)
     return ids[node.id], node_label(node, cell, ink), style
+
+
+def plain(text: str) -> str:
+    """User text for a plain DOT attribute: never read as an HTML label (<...>) or a \\N escape."""
+    import graphviz
+
+    return graphviz.escape(str(text))
 
 
 def cluster_tree(trace: Trace) -> dict[str, list[TraceNode]]:
@@ -459,7 +466,8 @@ def emit_clusters(g, path: str, tree: dict[str, list[TraceNode]], draw,
     children = sorted(p for p in tree if p.startswith(prefix) and p != path
                       and "." not in p[len(prefix):])
     for child in children:
-        with g.subgraph(name=f"cluster_{child}") as sub:
+        with g.subgraph(name=plain(f"cluster_{child}")) as sub:
             label = (labels or {}).get(child) or child.rpartition(".")[2]
-            sub.attr(label=label, style="rounded", color="#8e8e8e", fontsize="10", tooltip=child)
+            sub.attr(label=plain(label), style="rounded", color="#8e8e8e", fontsize="10",
+                     tooltip=plain(child))
             emit_clusters(sub, child, tree, draw, labels)
