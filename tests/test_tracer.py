@@ -341,3 +341,33 @@ def test_bad_arguments_are_usage_errors():
     with pytest.raises(UsageError, match="not a tensor"):
         with backtrace.trace(names={"x": 3}):
             pass
+
+
+@pytest.mark.parametrize("level", ["stats", "full"])
+def test_a_tensor_hook_that_changes_a_gradient_is_seen_downstream(level):
+    """The upstream of a node is recorded as it arrives, not assumed equal to what was sent."""
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with backtrace.trace(names={"x": x}, level=level) as t:
+        h = x * 3
+        h.register_hook(lambda g: g * 10)
+        (h * 2).sum().backward()
+    tr = t.trace
+    h_node = next(n for n in tr.nodes if n.meta.get("name") == "h")
+    sent = next(e for s in tr.steps for e in s.edges if e.input == h_node.id)
+    norm = (lambda v: v.norm) if level == "stats" else (lambda v: float(v.norm()))
+    assert norm(sent.contribution) == pytest.approx(2 * 2 ** 0.5)  # ∂(sum 2h)/∂h = 2
+    assert norm(h_node.grad) == pytest.approx(20 * 2 ** 0.5)  # after the hook: 20
+    assert norm(tr.grads["x"]) == pytest.approx(60 * 2 ** 0.5) and torch.equal(x.grad, torch.full((2,), 60.0))
+
+
+def test_transposed_gradients_share_statistics_with_their_source():
+    torch.manual_seed(0)
+    lin = nn.Linear(7, 5)
+    with backtrace.trace(model=lin) as t:
+        lin(torch.randn(3, 7)).square().sum().backward()
+    g = t.trace.grads["weight"]
+    assert g.shape == (5, 7)
+    assert g.norm == pytest.approx(lin.weight.grad.norm().item(), rel=1e-6)
+    assert g.absmax == pytest.approx(lin.weight.grad.abs().max().item(), rel=1e-6)
+    tnode = next(n for n in t.trace.nodes if n.meta["torch_type"] == "TBackward0")
+    assert tnode.grad.shape == (7, 5) and tnode.grad.norm == pytest.approx(g.norm, rel=1e-6)

@@ -15,6 +15,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +54,13 @@ class _Pending:
 
     __slots__ = ("vec", "shape", "dtype", "stats")
 
-    def __init__(self, vec: torch.Tensor, shape: tuple[int, ...], dtype: str) -> None:
-        self.vec, self.shape, self.dtype, self.stats = vec, shape, dtype, None
+    def __init__(self, vec: torch.Tensor | None, shape: tuple[int, ...], dtype: str,
+                 stats: TensorStats | None = None) -> None:
+        self.vec, self.shape, self.dtype = vec, shape, dtype
+        self.stats = None if stats is None else TensorStats(shape, dtype, stats.norm, stats.mean,
+                                                            stats.absmax)
+        if self.stats is not None:
+            self.vec = None
 
 
 def _stats_vector(t: torch.Tensor) -> torch.Tensor:
@@ -64,12 +70,51 @@ def _stats_vector(t: torch.Tensor) -> torch.Tensor:
         x = x.abs()
     if not x.is_floating_point():
         x = x.double()
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    low = x.dtype in (torch.float16, torch.bfloat16)  # accumulate those in float32
+    acc = torch.float32 if low else x.dtype
     if x.numel() == 0:
         return torch.zeros(3, dtype=acc, device=x.device)
+    # The statistics ignore element order, and reductions over strided views (the transposed
+    # weight gradients) are many times slower: read the same memory as one flat block instead.
+    x = x.as_strided((x.numel(),), (1,)) if _dense(x) else x.reshape(-1)
     lo, hi = torch.aminmax(x)
-    return torch.stack((torch.linalg.vector_norm(x, dtype=acc), x.mean(dtype=acc),
-                        torch.maximum(hi, -lo).to(acc)))
+    return torch.stack((torch.linalg.vector_norm(x, dtype=acc if low else None),
+                        x.mean(dtype=acc) if low else x.mean(), torch.maximum(hi, -lo).to(acc)))
+
+
+@contextmanager
+def _one_thread():
+    """Run the tracer's small reductions on one CPU thread.
+
+    They are memory-bound, and on a busy machine every parallel region waits for a second
+    thread to be scheduled, which costs far more than the reduction itself.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _key(t: torch.Tensor) -> tuple:
+    """What identifies a live tensor's contents: its memory, layout and in-place version."""
+    return (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, compat.version(t))
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """True when t covers one gap-free block of memory (any order of dimensions)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _snake(name: str) -> str:
@@ -121,7 +166,7 @@ class _Mode(TorchFunctionMode):
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
         if torch.is_grad_enabled():
-            tracer._stamp(func, out)
+            tracer._stamp(func, out, args)
         return out
 
 
@@ -246,12 +291,29 @@ class Tracer:
 
     # -- forward
     def _value(self, t: torch.Tensor) -> Any:
-        with torch.no_grad():
+        """The recorded form of a tensor: a TensorStats placeholder (stats) or a detached clone (full)."""
+        with torch.no_grad(), _one_thread():
             if self.level == "full":
                 return t.detach().clone()
             return _Pending(_stats_vector(t), tuple(t.shape), str(t.dtype).removeprefix("torch."))
 
-    def _stamp(self, func: Any, out: Any) -> None:
+    def _same_memory(self, t: torch.Tensor, others, records) -> Any:
+        """The record of a live tensor holding exactly t's elements (a view of it), if any.
+
+        Statistics ignore element order, so a transpose or reshape of a recorded tensor reuses its
+        record; both tensors are alive here, so equal memory means equal contents.
+        """
+        if self.level != "stats" or not _dense(t):
+            return None
+        ptr, n, version = t.data_ptr(), t.numel(), compat.version(t)
+        for o, rec in zip(others, records):
+            if isinstance(rec, _Pending) and o is not None and o.data_ptr() == ptr \
+                    and o.numel() == n and o.dtype == t.dtype and o.device == t.device \
+                    and compat.version(o) == version and _dense(o):
+                return _Pending(rec.vec, tuple(t.shape), rec.dtype, rec.stats)
+        return None
+
+    def _stamp(self, func: Any, out: Any, args: tuple = ()) -> None:
         if threading.get_ident() != self._thread:
             return
         for t in _tensors(out):
@@ -270,7 +332,21 @@ class Tracer:
             elif t.output_nr in stamp.values:
                 continue  # an op that returned an existing tensor unchanged
             if t.output_nr not in stamp.values:
-                stamp.values[t.output_nr] = self._value(t)
+                stamp.values[t.output_nr] = self._forward_value(t, args)
+
+    def _forward_value(self, t: torch.Tensor, args: tuple) -> Any:
+        """A new output's value; a view of a recorded input (view, transpose) reuses its record."""
+        if self.level == "stats":
+            inputs = [a for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
+            records = []
+            for a in inputs:
+                stamp = a.grad_fn.metadata.get(_KEY)
+                ok = stamp is not None and stamp.token == self._token
+                records.append(stamp.values.get(a.output_nr) if ok else None)
+            hit = self._same_memory(t, inputs, records)
+            if hit is not None:
+                return hit
+        return self._value(t)
 
     # -- backward
     def _wrap(self, original: Any, kind: str, _: int) -> Any:
@@ -306,7 +382,11 @@ class Tracer:
                 _local.call = None
         create_graph = bool(kwargs.get("create_graph", False))
         retain = kwargs.get("retain_graph")
-        recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
+        _local.call = "building"  # get_gradient_edge runs torch functions: keep the mode out
+        try:
+            recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
+        finally:
+            _local.call = None
         del frame
         _local.call = recorder
         error: BaseException | None = None
@@ -369,10 +449,17 @@ class _Recorder:
         self.downstream: dict[int, tuple] = {}
         self.local: dict[int, tuple] = {}
         self.saved: dict[int, Any] = {}
-        self.seen: dict[int, tuple] = {}  # id(grad) -> (weakref, version, recorded value)
         self.sums: dict[int, Any] = {}  # leaf index -> summed contributions (torch.autograd.grad)
+        self.sent: dict[tuple[int, int], tuple] = {}  # (consumer, slot) -> (tensor key, record)
         edges = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
         self.root_ids = self._walk([e.node for e in edges])
+        self.fan_in: dict[tuple[int, int], int] = {}  # how many edges feed each (node, output)
+        for info in self.infos:
+            for c, nr in info.children:
+                if c >= 0:
+                    self.fan_in[(c, nr)] = self.fan_in.get((c, nr), 0) + 1
+        for r, e in zip(self.root_ids, edges):  # the seed gradient arrives from outside
+            self.fan_in[(r, e.output_nr)] = 2
         self._name(frame)
         for i, info in enumerate(self.infos):
             self.handles.append(info.node.register_hook(functools.partial(self._hook, i)))
@@ -477,26 +564,29 @@ class _Recorder:
 
     # -- during backward
     def _record(self, t: torch.Tensor | None) -> Any:
-        if t is None:
-            return None
-        hit = self.seen.get(id(t))
-        version = compat.version(t)
-        if hit is not None and hit[0]() is t and hit[1] == version:
-            return hit[2]  # the same gradient seen from the other end of its edge
-        with torch.no_grad():
-            if self.level == "full":
-                value = t.detach().clone()
-            else:
-                value = _Pending(_stats_vector(t), tuple(t.shape),
-                                 str(t.dtype).removeprefix("torch."))
-        self.seen[id(t)] = (weakref.ref(t), version, value)
-        return value
+        return None if t is None else self.tracer._value(t)
 
     def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
         info = self.infos[i]
         self.order.append(i)
-        self.upstream[i] = tuple(self._record(g) for g in grad_outputs)
-        self.downstream[i] = tuple(self._record(g) for g in grad_inputs)
+        # Upstream: a gradient that came down a single edge is the producer's contribution,
+        # already recorded, when it is still that very tensor (same memory, shape and version; a
+        # tensor hook that replaced it made a new tensor while the old one was alive).
+        upstream = []
+        for nr, g in enumerate(grad_outputs):
+            sent = self.sent.pop((i, nr), None)
+            upstream.append(sent[1] if sent is not None and g is not None and sent[0] == _key(g)
+                            else self._record(g))
+        self.upstream[i] = tuple(upstream)
+        downstream = []
+        for (c, nr), g in zip(info.children, grad_inputs):
+            rec = None if g is None else self.tracer._same_memory(g, grad_outputs, upstream)
+            if rec is None:
+                rec = self._record(g)
+            downstream.append(rec)
+            if g is not None and c >= 0 and self.fan_in.get((c, nr)) == 1:
+                self.sent[(c, nr)] = (_key(g), rec)
+        self.downstream[i] = tuple(downstream)
         if self.kind == "grad":  # leaves do not run under torch.autograd.grad: sum what reaches them
             with torch.no_grad():
                 for (c, _), g in zip(info.children, grad_inputs):
