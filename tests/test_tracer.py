@@ -371,3 +371,17 @@ def test_transposed_gradients_share_statistics_with_their_source():
     assert g.absmax == pytest.approx(lin.weight.grad.abs().max().item(), rel=1e-6)
     tnode = next(n for n in t.trace.nodes if n.meta["torch_type"] == "TBackward0")
     assert tnode.grad.shape == (7, 5) and tnode.grad.norm == pytest.approx(g.norm, rel=1e-6)
+
+
+def test_nested_tracers_both_record():
+    model, x, y = seed_mlp()
+    with backtrace.trace(model=model, level="full") as outer:
+        with backtrace.trace(model=model, level="stats") as inner:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+    for t in (outer, inner):
+        root = t.trace.node(t.trace.output)
+        assert root.op == "cross_entropy" and root.meta["name"] == "loss"
+    assert torch.equal(outer.trace.grads["0.weight"], model[0].weight.grad)
+    assert inner.trace.grads["0.weight"].norm == pytest.approx(model[0].weight.grad.norm().item(),
+                                                               rel=1e-6)

@@ -27,9 +27,8 @@ from ..trace import Edge, Step, TensorStats, Trace, TraceNode
 from . import compat
 
 LEVELS = ("stats", "full")
-_KEY = "backtrace"  # our entry in Node.metadata
+_KEY = "backtrace"  # our entries in Node.metadata: (_KEY, tracer token)
 _tokens = iter(range(1, sys.maxsize))
-_local = threading.local()  # per thread: the backward call being traced, if any
 
 
 class NothingToTraceError(BacktraceError, RuntimeError):
@@ -195,6 +194,8 @@ class Tracer:
         self._mode: _Mode | None = None
         self._grad_enabled_at_entry = True
         self._thread = threading.get_ident()
+        self._local = threading.local()  # per thread: the backward call being traced, if any
+        self._md_key = (_KEY, self._token)  # nested tracers each keep their own stamps
 
     # -- the context
     def __enter__(self) -> Tracer:
@@ -250,7 +251,7 @@ class Tracer:
         setattr(owner, attr, replacement)
 
     def _paused(self) -> bool:
-        return getattr(_local, "call", None) is not None
+        return getattr(self._local, "call", None) is not None
 
     # -- modules and names
     def _adopt(self, root: torch.nn.Module, prefix: str) -> None:
@@ -285,8 +286,8 @@ class Tracer:
         for t in _tensors(output):
             node = t.grad_fn
             if node is not None:
-                stamp = node.metadata.get(_KEY)
-                if stamp is not None and stamp.token == self._token and stamp.module_output is None:
+                stamp = node.metadata.get(self._md_key)
+                if stamp is not None and stamp.module_output is None:
                     stamp.module_output = path
 
     # -- forward
@@ -323,12 +324,12 @@ class Tracer:
             if node is None:
                 continue
             md = node.metadata
-            stamp = md.get(_KEY)
-            if stamp is None or stamp.token != self._token:
+            stamp = md.get(self._md_key)
+            if stamp is None:
                 op, inplace = _op_name(func)
                 stamp = _Stamp(self._token, op, self._stack[-1] if self._stack else "",
                                compat.saved_tensor_hooks_active(), inplace)
-                md[_KEY] = stamp
+                md[self._md_key] = stamp
             elif t.output_nr in stamp.values:
                 continue  # an op that returned an existing tensor unchanged
             if t.output_nr not in stamp.values:
@@ -340,9 +341,8 @@ class Tracer:
             inputs = [a for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
             records = []
             for a in inputs:
-                stamp = a.grad_fn.metadata.get(_KEY)
-                ok = stamp is not None and stamp.token == self._token
-                records.append(stamp.values.get(a.output_nr) if ok else None)
+                stamp = a.grad_fn.metadata.get(self._md_key)
+                records.append(stamp.values.get(a.output_nr) if stamp is not None else None)
             hit = self._same_memory(t, inputs, records)
             if hit is not None:
                 return hit
@@ -356,7 +356,14 @@ class Tracer:
         def traced(*args: Any, **kwargs: Any) -> Any:
             if tracer._paused() or threading.get_ident() != tracer._thread:
                 return original(*args, **kwargs)  # a backward inside a traced backward (checkpoint)
-            return tracer._backward(original, kind, args, kwargs, sys._getframe(1))
+            frame = sys._getframe(1)  # the user's frame: skip torch's and other tracers' own
+            while frame is not None and frame.f_globals.get("__name__", "").startswith(
+                    ("torch.", "backtrace.tracer")):
+                frame = frame.f_back
+            try:
+                return tracer._backward(original, kind, args, kwargs, frame)
+            finally:
+                del frame
 
         return traced
 
@@ -375,20 +382,20 @@ class Tracer:
                 raise NothingToTraceError(f"nothing to trace: {where} passed to {kind} does not "
                                           f"require grad ({hint})")
         if self.max_traces is not None and len(self.traces) >= self.max_traces:
-            _local.call = "untraced"  # nested calls (Tensor.backward -> autograd.backward) pass too
+            self._local.call = "untraced"  # nested calls (Tensor.backward -> autograd.backward) pass too
             try:
                 return original(*args, **kwargs)
             finally:
-                _local.call = None
+                self._local.call = None
         create_graph = bool(kwargs.get("create_graph", False))
         retain = kwargs.get("retain_graph")
-        _local.call = "building"  # get_gradient_edge runs torch functions: keep the mode out
+        self._local.call = "building"  # get_gradient_edge runs torch functions: keep the mode out
         try:
             recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
         finally:
-            _local.call = None
+            self._local.call = None
         del frame
-        _local.call = recorder
+        self._local.call = recorder
         error: BaseException | None = None
         try:
             result = original(*args, **kwargs)
@@ -396,7 +403,7 @@ class Tracer:
             error = exc
             raise
         finally:
-            _local.call = None
+            self._local.call = None
             recorder.remove_hooks()
             trace = recorder.finish(call=self.calls, create_graph=create_graph,
                                     retain_graph=create_graph if retain is None else bool(retain),
@@ -485,9 +492,7 @@ class _Recorder:
                     stack.pop()
                     visiting.discard(node)
                     md = node.metadata
-                    stamp = md.get(_KEY)
-                    if stamp is not None and stamp.token != self.tracer._token:
-                        stamp = None
+                    stamp = md.get(self.tracer._md_key)
                     index[node] = len(infos)
                     infos.append(_Info(node, type(node).__name__, stamp, ()))
         for info in infos:
