@@ -66,6 +66,8 @@ def test_nodes_carry_ops_modules_names_and_per_slot_gradients():
     assert float(root.value) == pytest.approx(F.cross_entropy(model(x), y).item())
     linears = [n for n in tr.nodes if n.op == "linear"]
     assert [n.meta["module"] for n in linears] == ["0", "2"]
+    # nodes made inside F.linear (the weight's transpose) belong to the module that called it
+    assert [n.meta["module"] for n in by_type(tr, "TBackward0")] == ["0", "2"]
     assert linears[1].meta["name"] == "logits" and linears[1].meta["module_output"] == "2"
     relu = next(n for n in tr.nodes if n.op == "relu")
     assert relu.meta["module"] == "1" and relu.meta["saved"] == {"result": "[8×5] float32"}
@@ -385,3 +387,13 @@ def test_nested_tracers_both_record():
     assert torch.equal(outer.trace.grads["0.weight"], model[0].weight.grad)
     assert inner.trace.grads["0.weight"].norm == pytest.approx(model[0].weight.grad.norm().item(),
                                                                rel=1e-6)
+
+
+def test_gradient_edge_roots_pass_through_untraced():
+    from torch.autograd.graph import get_gradient_edge
+
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with backtrace.trace() as t:
+        y = (x * x).sum()
+        torch.autograd.backward([get_gradient_edge(y)], grad_tensors=[torch.tensor(1.0)])
+    assert torch.equal(x.grad, torch.tensor([2.0, 4.0])) and t.traces == []

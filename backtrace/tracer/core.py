@@ -13,7 +13,6 @@ import functools
 import re
 import sys
 import threading
-import weakref
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +38,6 @@ class NothingToTraceError(BacktraceError, RuntimeError):
 class _Stamp:
     """What the forward pass tells us about one autograd node."""
 
-    token: int  # which tracer wrote it: stamps of an earlier tracer are ignored
     op: str
     module: str
     saved_hooks: bool  # created under saved_tensors_hooks (checkpoint): saved tensors are off limits
@@ -211,9 +209,9 @@ class Tracer:
             nn_module.register_module_forward_pre_hook(self._module_enter),
             nn_module.register_module_forward_hook(self._module_exit, always_call=True),
         ]
-        self._patch(torch.Tensor, "backward", self._wrap(torch.Tensor.backward, "backward", 0))
-        self._patch(torch.autograd, "backward", self._wrap(torch.autograd.backward, "backward", 0))
-        self._patch(torch.autograd, "grad", self._wrap(torch.autograd.grad, "grad", 0))
+        self._patch(torch.Tensor, "backward", self._wrap(torch.Tensor.backward, "backward"))
+        self._patch(torch.autograd, "backward", self._wrap(torch.autograd.backward, "backward"))
+        self._patch(torch.autograd, "grad", self._wrap(torch.autograd.grad, "grad"))
         self._mode = _Mode(self)
         self._mode.__enter__()
         return self
@@ -327,7 +325,7 @@ class Tracer:
             stamp = md.get(self._md_key)
             if stamp is None:
                 op, inplace = _op_name(func)
-                stamp = _Stamp(self._token, op, self._stack[-1] if self._stack else "",
+                stamp = _Stamp(op, self._stack[-1] if self._stack else "",
                                compat.saved_tensor_hooks_active(), inplace)
                 md[self._md_key] = stamp
             elif t.output_nr in stamp.values:
@@ -349,7 +347,7 @@ class Tracer:
         return self._value(t)
 
     # -- backward
-    def _wrap(self, original: Any, kind: str, _: int) -> Any:
+    def _wrap(self, original: Any, kind: str) -> Any:
         tracer = self
 
         @functools.wraps(original)
@@ -368,9 +366,10 @@ class Tracer:
         return traced
 
     def _backward(self, original: Any, kind: str, args: tuple, kwargs: dict, frame: Any) -> Any:
-        roots = _roots(original, kind, args, kwargs)
-        if compat.is_compiling() or any(compat.is_fake(r) for r in roots):
-            return original(*args, **kwargs)  # torch.compile differentiating its own graph
+        roots = _roots(args, kwargs)
+        if roots is None or compat.is_compiling() or any(compat.is_fake(r) for r in roots):
+            # GradientEdge roots (not traced), or torch.compile differentiating its own graph
+            return original(*args, **kwargs)
         self.calls += 1
         for k, r in enumerate(roots):
             if not r.requires_grad:
@@ -391,7 +390,8 @@ class Tracer:
         retain = kwargs.get("retain_graph")
         self._local.call = "building"  # get_gradient_edge runs torch functions: keep the mode out
         try:
-            recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
+            with compat.no_torch_function():
+                recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
         finally:
             self._local.call = None
         del frame
@@ -405,27 +405,22 @@ class Tracer:
         finally:
             self._local.call = None
             recorder.remove_hooks()
-            trace = recorder.finish(call=self.calls, create_graph=create_graph,
-                                    retain_graph=create_graph if retain is None else bool(retain),
-                                    error=error)
+            with compat.no_torch_function():
+                trace = recorder.finish(call=self.calls, create_graph=create_graph,
+                                        retain_graph=create_graph if retain is None
+                                        else bool(retain), error=error)
             self.traces.append(trace)
         return result
 
 
-def _roots(original: Any, kind: str, args: tuple, kwargs: dict) -> list[torch.Tensor]:
-    """The tensors a backward call differentiates."""
-    if original is torch.Tensor.backward or (kind == "backward" and args
-                                             and isinstance(args[0], torch.Tensor)
-                                             and original.__name__ == "backward"
-                                             and original.__qualname__.startswith("Tensor")):
-        first = args[0] if args else kwargs.get("self")
-    else:
-        first = args[0] if args else kwargs.get("tensors" if kind == "backward" else "outputs")
-    if isinstance(first, torch.Tensor):
-        return [first]
-    if isinstance(first, torch.autograd.graph.GradientEdge):
-        raise NothingToTraceError("tracing a backward from GradientEdge roots is not supported")
-    return [t for t in first if isinstance(t, torch.Tensor)]
+def _roots(args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
+    """The tensors a backward call differentiates; None for roots given as GradientEdges."""
+    first = args[0] if args else next(
+        (kwargs[k] for k in ("self", "tensors", "outputs") if k in kwargs), ())
+    items = [first] if isinstance(first, torch.Tensor) else list(first)
+    if not all(isinstance(t, torch.Tensor) for t in items):
+        return None
+    return items
 
 
 @dataclass
@@ -458,6 +453,7 @@ class _Recorder:
         self.saved: dict[int, Any] = {}
         self.sums: dict[int, Any] = {}  # leaf index -> summed contributions (torch.autograd.grad)
         self.sent: dict[tuple[int, int], tuple] = {}  # (consumer, slot) -> (tensor key, record)
+        self._node_modules: list[str] | None = None
         edges = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
         self.root_ids = self._walk([e.node for e in edges])
         self.fan_in: dict[tuple[int, int], int] = {}  # how many edges feed each (node, output)
@@ -572,6 +568,10 @@ class _Recorder:
         return None if t is None else self.tracer._value(t)
 
     def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
+        with compat.no_torch_function():  # our own tensor work is not the user's: no modes
+            self._on_node(i, grad_inputs, grad_outputs)
+
+    def _on_node(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
         info = self.infos[i]
         self.order.append(i)
         # Upstream: a gradient that came down a single edge is the producer's contribution,
@@ -751,7 +751,7 @@ class _Recorder:
                     meta["module_output"] = stamp.module_output
             else:
                 op, value = _snake(info.torch_type), None
-                module = self._inherited_module(info)
+                module = self._inherited_module(i)
                 parent = self.infos[info.parent] if info.parent >= 0 else None
                 if parent is not None and parent.stamp is not None:
                     meta["within"] = parent.stamp.op
@@ -769,14 +769,18 @@ class _Recorder:
         expr = "input" if info.kind == "input" else f"{op}({', '.join(inputs)})"
         return TraceNode(info.id, op, inputs, expr, value, grad, info.kind, meta)
 
-    def _inherited_module(self, info: _Info) -> str:
-        seen = 0
-        while info.parent >= 0 and seen < len(self.infos):
-            info = self.infos[info.parent]
-            seen += 1
-            if info.stamp is not None:
-                return info.stamp.module
-        return ""
+    def _inherited_module(self, i: int) -> str:
+        """An unstamped node (made inside a composite op) belongs to its consumer's module."""
+        if self._node_modules is None:
+            modules = [""] * len(self.infos)
+            for k in range(len(self.infos) - 1, -1, -1):  # consumers come after their inputs
+                x = self.infos[k]
+                if x.stamp is not None:
+                    modules[k] = x.stamp.module
+                elif x.parent >= 0:
+                    modules[k] = modules[x.parent]
+            self._node_modules = modules
+        return self._node_modules[i]
 
 
 def _one(values: tuple) -> Any:
