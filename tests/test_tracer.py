@@ -397,3 +397,16 @@ def test_gradient_edge_roots_pass_through_untraced():
         y = (x * x).sum()
         torch.autograd.backward([get_gradient_edge(y)], grad_tensors=[torch.tensor(1.0)])
     assert torch.equal(x.grad, torch.tensor([2.0, 4.0])) and t.traces == []
+
+
+def test_checkpoint_forward_run_before_the_tracer_does_not_break_backward():
+    """Nodes the tracer never stamped may sit in a checkpoint: reading or re-running them must not
+    raise inside the backward."""
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.tensor([0.3, -0.2], requires_grad=True)
+    y = checkpoint(lambda v: (v.sin() * v).sum(), x, use_reentrant=False)
+    with backtrace.trace(names={"x": x}, level="full") as t:
+        y.backward()
+    expected = torch.cos(x.detach()) * x.detach() + torch.sin(x.detach())
+    assert torch.allclose(x.grad, expected) and torch.allclose(t.trace.grads["x"], expected)

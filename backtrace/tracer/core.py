@@ -504,6 +504,7 @@ class _Recorder:
         tracer, infos = self.tracer, self.infos
         by_node = {id(info.node): i for i, info in enumerate(infos)}
         given: dict[int, dict[int, str]] = {}  # info index -> output_nr -> name
+        used: set[str] = set()
 
         def note(t: torch.Tensor, name: str, as_id: bool) -> None:
             if not isinstance(t, torch.Tensor) or not t.requires_grad:
@@ -514,8 +515,9 @@ class _Recorder:
                 return
             given.setdefault(i, {}).setdefault(edge.output_nr, name)
             info = infos[i]
-            if as_id and not info.id and len(info.children) >= 0:
+            if as_id and not info.id and name not in used:  # ids stay unique: first name wins
                 info.id = name
+                used.add(name)
 
         for name, t in tracer.names.items():
             note(t, name, True)
@@ -615,16 +617,21 @@ class _Recorder:
             return tuple((None, f"Jacobian {rows_total}×{n} (not computed: {reason})"
                           if g is not None else "") for n, g in zip(sizes, grad_inputs))
         rows: list[list[torch.Tensor]] = [[] for _ in grad_inputs]
-        with torch.no_grad():
-            for j, g in enumerate(grad_outputs):
-                for e in range(g.numel()):
-                    basis = [x.new_zeros(x.shape) for x in grad_outputs]
-                    basis[j].view(-1)[e] = 1
-                    got = info.node(*basis)
-                    got = got if isinstance(got, tuple) else (got,)
-                    for slot, r in enumerate(got):
-                        if slot < len(rows):
-                            rows[slot].append(r.reshape(-1) if r is not None else None)
+        try:
+            with torch.no_grad():
+                for j, g in enumerate(grad_outputs):
+                    for e in range(g.numel()):
+                        basis = [x.new_zeros(x.shape) for x in grad_outputs]
+                        basis[j].view(-1)[e] = 1
+                        got = info.node(*basis)
+                        got = got if isinstance(got, tuple) else (got,)
+                        for slot, r in enumerate(got):
+                            if slot < len(rows):
+                                rows[slot].append(r.reshape(-1) if r is not None else None)
+        except Exception as exc:  # e.g. saved tensors a checkpoint lets the node unpack only once
+            why = f"the node cannot be re-run: {type(exc).__name__}"
+            return tuple((None, f"Jacobian {rows_total}×{n} (not computed: {why})"
+                          if g is not None else "") for n, g in zip(sizes, grad_inputs))
         out = []
         for slot, n in enumerate(sizes):
             if grad_inputs[slot] is None or any(r is None for r in rows[slot]):
