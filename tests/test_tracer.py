@@ -108,7 +108,13 @@ def test_small_local_jacobians_are_exact_and_big_ones_described():
     assert t.trace.steps[0].edges[0].local == pytest.approx(torch.exp(torch.tensor(0.5)).item())
 
 
-def test_no_handle_left_and_graph_freed_after_the_context():
+def test_no_handle_left_and_graph_freed_after_the_context(monkeypatch):
+    from backtrace.tracer import core
+
+    fired = []
+    real = core._Recorder._on_node
+    monkeypatch.setattr(core._Recorder, "_on_node", lambda self, i, a, b: (fired.append(i),
+                                                                          real(self, i, a, b)))
     model, x, y = seed_mlp()
     originals = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
     with backtrace.trace(model=model) as t:
@@ -119,7 +125,10 @@ def test_no_handle_left_and_graph_freed_after_the_context():
     node_count = len(t.trace.nodes)
     del h
     # the retained graph still works outside the context and nothing records it any more
+    count = len(fired)
+    assert count == len(t.trace.nodes) - sum(n.kind == "const" for n in t.trace.nodes)
     loss.backward()
+    assert len(fired) == count, "a hook survived the context"
     assert len(t.traces) == 1 and len(t.trace.nodes) == node_count
     assert (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad) == originals
     del loss
@@ -410,3 +419,13 @@ def test_checkpoint_forward_run_before_the_tracer_does_not_break_backward():
         y.backward()
     expected = torch.cos(x.detach()) * x.detach() + torch.sin(x.detach())
     assert torch.allclose(x.grad, expected) and torch.allclose(t.trace.grads["x"], expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_tensors():
+    model, x, y = seed_mlp()
+    model, x, y = model.cuda(), x.cuda(), y.cuda()
+    with backtrace.trace(model=model, level="stats") as t:
+        F.cross_entropy(model(x), y).backward()
+    for name, p in model.named_parameters():
+        assert t.trace.grads[name].norm == pytest.approx(p.grad.norm().item(), rel=1e-5)
