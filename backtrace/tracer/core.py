@@ -682,16 +682,16 @@ class _Recorder:
         fix = _finalize
         nodes: list[TraceNode] = []
         for i, info in enumerate(infos):
-            inputs = []
+            inputs = tuple(infos[c].id if c >= 0 else info.const_ids[slot]
+                           for slot, (c, _) in enumerate(info.children))
+            node = self._node(i, info, inputs, fix)
             for slot, (c, _) in enumerate(info.children):
-                if c < 0:
-                    cid = info.const_ids[slot]
-                    nodes.append(TraceNode(cid, "const", (), "", None, None, "const",
-                                           {"note": "does not require grad"}))
-                    inputs.append(cid)
-                else:
-                    inputs.append(infos[c].id)
-            nodes.append(self._node(i, info, tuple(inputs), fix))
+                if c < 0:  # an input that needs no gradient, shown in its consumer's module
+                    nodes.append(TraceNode(info.const_ids[slot], "const", (), "", None, None,
+                                           "const", {"note": "does not require grad",
+                                                     "module": node.meta.get("module", ""),
+                                                     "name": ""}))
+            nodes.append(node)
         steps = []
         for k, i in enumerate(x for x in order if infos[x].kind != "input"):
             info = infos[i]
