@@ -429,3 +429,29 @@ def test_cuda_tensors():
         F.cross_entropy(model(x), y).backward()
     for name, p in model.named_parameters():
         assert t.trace.grads[name].norm == pytest.approx(p.grad.norm().item(), rel=1e-5)
+
+
+def test_sparse_gradients():
+    torch.manual_seed(0)
+    emb = nn.Embedding(10, 4, sparse=True)
+    with backtrace.trace(model=emb) as t:
+        emb(torch.tensor([1, 2, 1])).sum().backward()
+    g = t.trace.grads["weight"]
+    dense = emb.weight.grad.to_dense()
+    assert g.shape == (10, 4) and g.norm == pytest.approx(dense.norm().item())
+    assert g.mean == pytest.approx(dense.mean().item()) and g.absmax == 2.0  # row 1 taken twice
+
+
+def test_a_recording_failure_never_breaks_the_users_pass(monkeypatch):
+    from backtrace.tracer import core
+
+    def broken(t):
+        raise RuntimeError("stats exploded")
+
+    monkeypatch.setattr(core, "_stats_vector", broken)
+    model, x, y = seed_mlp()
+    with backtrace.trace(model=model) as t:
+        F.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert "stats exploded" in t.trace.meta["tracer_errors"][0]
+    assert "stats exploded" in t.errors[0]  # the forward's share

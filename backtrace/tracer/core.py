@@ -63,6 +63,8 @@ class _Pending:
 def _stats_vector(t: torch.Tensor) -> torch.Tensor:
     """norm, mean and max |x| of a tensor as one small tensor on its device (no sync)."""
     x = t.detach()
+    if x.layout != torch.strided:  # sparse gradients (nn.Embedding(sparse=True)): rare, small
+        x = x.to_dense()
     if x.is_complex():
         x = x.abs()
     if not x.is_floating_point():
@@ -97,13 +99,17 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
-def _key(t: torch.Tensor) -> tuple:
+def _key(t: torch.Tensor) -> tuple | None:
     """What identifies a live tensor's contents: its memory, layout and in-place version."""
+    if t.layout != torch.strided:
+        return None
     return (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, compat.version(t))
 
 
 def _dense(t: torch.Tensor) -> bool:
     """True when t covers one gap-free block of memory (any order of dimensions)."""
+    if t.layout != torch.strided:
+        return False
     expected = 1
     for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
         if size == 1:
@@ -163,7 +169,11 @@ class _Mode(TorchFunctionMode):
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
         if torch.is_grad_enabled():
-            tracer._stamp(func, out, args)
+            try:
+                tracer._stamp(func, out, args)
+            except Exception as exc:  # recording must never break the user's forward
+                tracer.errors.append(f"forward {getattr(func, '__name__', func)}: "
+                                     f"{type(exc).__name__}: {exc}")
         return out
 
 
@@ -183,6 +193,7 @@ class Tracer:
         self.names: dict[str, torch.Tensor] = dict(names or {})
         self.traces: list[Trace] = []
         self.calls = 0  # backward calls seen, traced or not
+        self.errors: list[str] = []  # what the forward stamping could not record
         self._token = next(_tokens)
         self._modules: dict[int, tuple[torch.nn.Module, str]] = {}
         self._params: dict[int, tuple[torch.Tensor, str]] = {}
@@ -392,8 +403,16 @@ class Tracer:
         try:
             with compat.no_torch_function():
                 recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
+        except Exception as exc:  # cannot trace this call: run it untraced rather than break it
+            self.errors.append(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
+            self._local.call = "untraced"
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._local.call = None
         finally:
-            self._local.call = None
+            if self._local.call == "building":
+                self._local.call = None
         del frame
         self._local.call = recorder
         error: BaseException | None = None
@@ -454,6 +473,7 @@ class _Recorder:
         self.sums: dict[int, Any] = {}  # leaf index -> summed contributions (torch.autograd.grad)
         self.sent: dict[tuple[int, int], tuple] = {}  # (consumer, slot) -> (tensor key, record)
         self._node_modules: list[str] | None = None
+        self.failures: list[str] = []  # what the hooks could not record, by node
         edges = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
         self.root_ids = self._walk([e.node for e in edges])
         self.fan_in: dict[tuple[int, int], int] = {}  # how many edges feed each (node, output)
@@ -560,18 +580,21 @@ class _Recorder:
 
     def _leaf_value(self, node: Any) -> Any:
         try:
-            variable = node.variable
-        except (AttributeError, RuntimeError):
+            return self.tracer._value(node.variable)
+        except Exception as exc:  # recorded as missing, never raised into the user's backward
+            self.failures.append(f"value of a leaf: {type(exc).__name__}: {exc}")
             return None
-        return self.tracer._value(variable)
 
     # -- during backward
     def _record(self, t: torch.Tensor | None) -> Any:
         return None if t is None else self.tracer._value(t)
 
     def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
-        with compat.no_torch_function():  # our own tensor work is not the user's: no modes
-            self._on_node(i, grad_inputs, grad_outputs)
+        try:
+            with compat.no_torch_function():  # our own tensor work is not the user's: no modes
+                self._on_node(i, grad_inputs, grad_outputs)
+        except Exception as exc:  # a recording problem must never break the user's backward
+            self.failures.append(f"{self.infos[i].id or i}: {type(exc).__name__}: {exc}")
 
     def _on_node(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
         info = self.infos[i]
@@ -582,8 +605,9 @@ class _Recorder:
         upstream = []
         for nr, g in enumerate(grad_outputs):
             sent = self.sent.pop((i, nr), None)
-            upstream.append(sent[1] if sent is not None and g is not None and sent[0] == _key(g)
-                            else self._record(g))
+            same = sent is not None and g is not None and sent[0] is not None \
+                and sent[0] == _key(g)
+            upstream.append(sent[1] if same else self._record(g))
         self.upstream[i] = tuple(upstream)
         downstream = []
         for (c, nr), g in zip(info.children, grad_inputs):
@@ -716,6 +740,8 @@ class _Recorder:
                 "torch": torch.__version__}
         if error is not None:
             meta["error"] = f"{type(error).__name__}: {error}"
+        if self.failures:
+            meta["tracer_errors"] = list(self.failures)
         return Trace("torch", infos[self.root_ids[0]].id, tuple(nodes), tuple(steps), meta)
 
     def _all_values(self):
