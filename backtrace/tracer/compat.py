@@ -106,3 +106,11 @@ def no_torch_function():
         import contextlib
 
         return contextlib.nullcontext()
+
+
+def current_node() -> Any:
+    """The autograd node whose hook is running (so hooks need not hold nodes); None if unknown."""
+    try:
+        return torch._C._current_autograd_node()
+    except (AttributeError, RuntimeError):
+        return None

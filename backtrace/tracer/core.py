@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 
 from ..errors import BacktraceError, UsageError
@@ -402,6 +403,9 @@ class Tracer:
         self._local.call = "building"  # get_gradient_edge runs torch functions: keep the mode out
         try:
             with compat.no_torch_function():
+                # A leaf root's AccumulateGrad lives only while referenced: keep it here, outside
+                # anything a hook can reach, so the hooked node is the one backward runs.
+                keep = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
                 recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
         except Exception as exc:  # cannot trace this call: run it untraced rather than break it
             self.errors.append(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
@@ -456,6 +460,9 @@ class _Info:
     variable_value: Any = None
     parent: int = -1
     const_ids: dict = field(default_factory=dict)  # input slot -> id of a leaf needing no grad
+    custom: bool = False  # a custom autograd.Function's node
+    shapes: Any = None  # (shape, dtype) per output
+    module: str = ""  # leaves: the module owning the parameter
 
 
 class _Recorder:
@@ -486,6 +493,8 @@ class _Recorder:
         self._name(frame)
         for i, info in enumerate(self.infos):
             self.handles.append(info.node.register_hook(functools.partial(self._hook, i)))
+        for info in self.infos:  # from here on no node is held: a hook finds its own node
+            info.node = None
 
     # -- before backward
     def _walk(self, roots: list[Any]) -> list[int]:
@@ -510,7 +519,9 @@ class _Recorder:
                     md = node.metadata
                     stamp = md.get(self.tracer._md_key)
                     index[node] = len(infos)
-                    infos.append(_Info(node, type(node).__name__, stamp, ()))
+                    infos.append(_Info(node, type(node).__name__, stamp, (),
+                                       custom=isinstance(node, BackwardCFunction),
+                                       shapes=compat.output_metadata(node)))
         for info in infos:
             info.children = tuple((index[c] if c is not None else -1, nr)
                                   for c, nr in info.node.next_functions)
@@ -571,19 +582,24 @@ class _Recorder:
         for info in infos:
             if info.torch_type == "AccumulateGrad":
                 info.kind = "input"
-                info.variable_value = self._leaf_value(info.node)
+                self._leaf(info)
             for slot, (c, _) in enumerate(info.children):
                 if c < 0:
                     info.const_ids[slot] = fresh()
             if not info.id:
                 info.id = fresh()
 
-    def _leaf_value(self, node: Any) -> Any:
+    def _leaf(self, info: _Info) -> None:
+        """A leaf's value, shape and owning module, read from AccumulateGrad.variable."""
         try:
-            return self.tracer._value(node.variable)
+            variable = info.node.variable
+            info.shapes = ((tuple(variable.shape), str(variable.dtype).removeprefix("torch.")),)
+            param = self.tracer._params.get(id(variable))
+            if param is not None and param[0] is variable:
+                info.module = param[1].rpartition(".")[0]
+            info.variable_value = self.tracer._value(variable)
         except Exception as exc:  # recorded as missing, never raised into the user's backward
             self.failures.append(f"value of a leaf: {type(exc).__name__}: {exc}")
-            return None
 
     # -- during backward
     def _record(self, t: torch.Tensor | None) -> Any:
@@ -625,14 +641,17 @@ class _Recorder:
                         prev = self.sums.get(c)
                         self.sums[c] = g.detach().clone() if prev is None else prev + g
         if info.kind != "input":
-            self.local[i] = self._jacobians(info, grad_inputs, grad_outputs)
-            self.saved[i] = self._saved(info)
+            node = compat.current_node()  # the node running this hook; never stored
+            self.local[i] = self._jacobians(info, node, grad_inputs, grad_outputs)
+            self.saved[i] = self._saved(info, node)
 
-    def _jacobians(self, info: _Info, grad_inputs: tuple, grad_outputs: tuple) -> tuple:
+    def _jacobians(self, info: _Info, node: Any, grad_inputs: tuple, grad_outputs: tuple) -> tuple:
         """Each input slot's local Jacobian (rows: output elements), or a reason it is not computed."""
         rows_total = sum(g.numel() for g in grad_outputs if g is not None)
         sizes = [g.numel() if g is not None else 0 for g in grad_inputs]
         reason = self._opaque(info)
+        if reason is None and node is None:
+            reason = "the running node is unknown"
         if reason is None and any(g is None for g in grad_outputs):
             reason = "an output of this node received no gradient"
         if reason is None and rows_total * max(sizes, default=0) > self.tracer.local_max:
@@ -647,7 +666,7 @@ class _Recorder:
                     for e in range(g.numel()):
                         basis = [x.new_zeros(x.shape) for x in grad_outputs]
                         basis[j].view(-1)[e] = 1
-                        got = info.node(*basis)
+                        got = node(*basis)
                         got = got if isinstance(got, tuple) else (got,)
                         for slot, r in enumerate(got):
                             if slot < len(rows):
@@ -669,20 +688,22 @@ class _Recorder:
             return "torch.compile region"
         if info.stamp is not None and info.stamp.saved_hooks:
             return "saved tensors under checkpoint hooks"
-        if isinstance(info.node, torch.autograd.function.BackwardCFunction):
+        if info.custom:
             return "custom autograd.Function"
         return None
 
-    def _saved(self, info: _Info) -> Any:
-        if isinstance(info.node, torch.autograd.function.BackwardCFunction):
+    def _saved(self, info: _Info, node: Any) -> Any:
+        if info.custom:
             return "custom autograd.Function: ctx.saved_tensors not read"
+        if node is None:
+            return "unavailable (the running node is unknown)"
         if info.stamp is not None and info.stamp.saved_hooks:
             return "unavailable (saved-tensor hooks, e.g. torch.utils.checkpoint)"
         described = {}
-        for attr in compat.saved_tensor_names(info.node):
+        for attr in compat.saved_tensor_names(node):
             if attr.startswith("_saved_") and not attr.startswith("_raw"):
                 try:
-                    v = compat.read_saved(info.node, attr)
+                    v = compat.read_saved(node, attr)
                 except Exception:  # freed, or a checkpointed tensor already unpacked once
                     described[attr[7:]] = "unavailable"
                     continue
@@ -756,17 +777,11 @@ class _Recorder:
     def _node(self, i: int, info: _Info, inputs: tuple[str, ...], fix) -> TraceNode:
         stamp = info.stamp
         meta: dict[str, Any] = {"torch_type": info.torch_type}
-        shapes = compat.output_metadata(info.node)
+        shapes = info.shapes
         if info.kind == "input":
             op = "input"
-            variable = getattr(info.node, "variable", None)
             value = fix(info.variable_value)
-            module = ""
-            param = self.tracer._params.get(id(variable)) if variable is not None else None
-            if param is not None and param[0] is variable:
-                module = param[1].rpartition(".")[0]
-            if variable is not None:
-                shapes = ((tuple(variable.shape), str(variable.dtype).removeprefix("torch.")),)
+            module = info.module
             if i in self.upstream:
                 grad = fix(_one(self.upstream[i]))
             elif i in self.sums:
