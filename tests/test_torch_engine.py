@@ -99,3 +99,41 @@ def test_a_torch_import_only_when_the_engine_runs():
 
     code = "import backtrace.torch_engine, sys; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from backtrace.errors import DomainError as _DomainError  # noqa: E402
+
+_UNARY = [op.name for op in OPS.values() if op.arity == 1]
+_BINARY = [op.name for op in OPS.values() if op.arity == 2]
+
+
+def _expressions():
+    leaves = st.sampled_from(["a", "b", "c", "2", "0.5"])
+
+    def grow(children):
+        unary = st.tuples(st.sampled_from(_UNARY), children).map(
+            lambda t: OPS[t[0]].expression(f"({t[1]})"))
+        binary = st.tuples(st.sampled_from(_BINARY), children, children).map(
+            lambda t: OPS[t[0]].expression(f"({t[1]})", f"({t[2]})"))
+        return unary | binary
+
+    return st.recursive(leaves, grow, max_leaves=8)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_expressions(), st.tuples(*[st.floats(-3, 3, allow_nan=False)] * 3))
+def test_random_formulas_agree_on_both_engines(expr, point):
+    """Any formula the reference engine can evaluate, torch evaluates to the same numbers."""
+    values = {k: v for k, v in zip("abc", point) if k in expr}
+    graph = parse(f"f = {expr}")
+    values = {k: v for k, v in values.items() if k in graph.input_names}
+    try:
+        ref = run(graph, values)
+    except _DomainError:
+        assume(False)
+    tor = torch_engine.run(graph, values)
+    verdict = compare(ref, tor, rtol=1e-9, atol=1e-12)
+    assert verdict.agree, verdict.line()
