@@ -313,6 +313,9 @@ def test_traces_round_trip_through_json():
             elif b.grad is not None:
                 assert torch.allclose(a.grad, b.grad)
         assert len(again.steps) == len(t.trace.steps)
+    with backtrace.trace(model=model, local_max=0) as t:  # no tensors left in the trace
+        F.cross_entropy(model(x), y).backward()
+    assert Trace.from_json(t.trace.to_json()) == t.trace
 
 
 def test_max_traces_stops_recording():

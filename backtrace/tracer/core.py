@@ -757,12 +757,12 @@ class _Recorder:
             steps.append(Step(k, info.id, fix(_one(up)), tuple(edges)))
         meta = {"level": self.level, "call": call, "kind": self.kind,
                 "create_graph": create_graph, "retain_graph": retain_graph,
-                "roots": [infos[r].id for r in self.root_ids],
+                "roots": tuple(infos[r].id for r in self.root_ids),
                 "torch": torch.__version__}
         if error is not None:
             meta["error"] = f"{type(error).__name__}: {error}"
         if self.failures:
-            meta["tracer_errors"] = list(self.failures)
+            meta["tracer_errors"] = tuple(self.failures)
         return Trace("torch", infos[self.root_ids[0]].id, tuple(nodes), tuple(steps), meta)
 
     def _all_values(self):
