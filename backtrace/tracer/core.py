@@ -83,14 +83,15 @@ def _stats_vector(t: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _one_thread():
+def _one_thread(enabled: bool = True):
     """Run the tracer's small reductions on one CPU thread.
 
     They are memory-bound, and on a busy machine every parallel region waits for a second
-    thread to be scheduled, which costs far more than the reduction itself.
+    thread to be scheduled, which costs far more than the reduction itself. The thread count is
+    process-wide, so only the tracer's own thread changes it (never hooks on device threads).
     """
     n = torch.get_num_threads()
-    if n == 1:
+    if n == 1 or not enabled:
         yield
         return
     torch.set_num_threads(1)
@@ -303,7 +304,8 @@ class Tracer:
     # -- forward
     def _value(self, t: torch.Tensor) -> Any:
         """The recorded form of a tensor: a TensorStats placeholder (stats) or a detached clone (full)."""
-        with torch.no_grad(), _one_thread():
+        cpu = t.device.type == "cpu" and threading.get_ident() == self._thread
+        with torch.no_grad(), _one_thread(cpu):
             if self.level == "full":
                 return t.detach().clone()
             return _Pending(_stats_vector(t), tuple(t.shape), str(t.dtype).removeprefix("torch."))
