@@ -458,3 +458,16 @@ def test_a_recording_failure_never_breaks_the_users_pass(monkeypatch):
     assert all(p.grad is not None for p in model.parameters())
     assert "stats exploded" in t.trace.meta["tracer_errors"][0]
     assert "stats exploded" in t.errors[0]  # the forward's share
+
+
+def test_python_operators_are_named_like_their_functions():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with backtrace.trace(names={"x": x}, level="full") as t:
+        h = 2 - x / 4
+        h *= 3
+        h[0] = 5.0
+        (h ** 2).sum().backward()
+    ops = [n.op for n in t.trace.nodes if n.kind == "op"]
+    assert ops == ["div", "sub", "mul_", "setitem", "pow", "sum"]
+    # h = [5, 3 * (2 - 2/4)] = [5, 4.5]; ∂/∂x of 4.5² through x[1] only: 2 * 4.5 * 3 * (-1/4)
+    assert torch.equal(t.trace.grads["x"], torch.tensor([0.0, -6.75]))

@@ -133,15 +133,20 @@ def _op_name(func: Any) -> tuple[str, bool]:
     name = getattr(func, "__name__", None) or str(func)
     if name.startswith("__") and name.endswith("__"):
         name = name[2:-2]
+        if name == "setitem":
+            return name, True
         if name.startswith("i") and name[1:] in _INPLACE_DUNDERS:
-            return name[1:] + "_", True
+            return _ALIASES.get(name[1:], name[1:]) + "_", True
         if name.startswith("r") and name[1:] in _REFLECTED:
             name = name[1:]
+        name = _ALIASES.get(name, name)
     return name, name.endswith("_") and not name.endswith("__")
 
 
-_INPLACE_DUNDERS = {"add", "sub", "mul", "truediv", "floordiv", "pow", "matmul", "and", "or", "xor"}
-_REFLECTED = {"add", "sub", "mul", "truediv", "floordiv", "pow", "matmul"}
+_INPLACE_DUNDERS = {"add", "sub", "mul", "div", "truediv", "floordiv", "pow", "matmul", "and", "or",
+                    "xor"}
+_REFLECTED = {"add", "sub", "mul", "div", "truediv", "floordiv", "pow", "matmul"}
+_ALIASES = {"truediv": "div", "floordiv": "floor_divide"}
 
 
 def _tensors(out: Any):
@@ -172,7 +177,9 @@ class _Mode(TorchFunctionMode):
         out = func(*args, **kwargs)
         if torch.is_grad_enabled():
             try:
-                tracer._stamp(func, out, args)
+                # x[i] = v returns None: the tensor it changed is the op's output
+                made = args[:1] if out is None and func is torch.Tensor.__setitem__ else out
+                tracer._stamp(func, made, args)
             except Exception as exc:  # recording must never break the user's forward
                 tracer.errors.append(f"forward {getattr(func, '__name__', func)}: "
                                      f"{type(exc).__name__}: {exc}")
@@ -213,6 +220,7 @@ class Tracer:
         from torch.nn.modules import module as nn_module
 
         self._grad_enabled_at_entry = torch.is_grad_enabled()
+        self._thread = threading.get_ident()  # the thread whose forward and backward are traced
         if self.model is not None:
             self._adopt(self.model, "")
         for name, t in self.names.items():
