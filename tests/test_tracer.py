@@ -471,3 +471,19 @@ def test_python_operators_are_named_like_their_functions():
     assert ops == ["div", "sub", "mul_", "setitem", "pow", "sum"]
     # h = [5, 3 * (2 - 2/4)] = [5, 4.5]; ∂/∂x of 4.5² through x[1] only: 2 * 4.5 * 3 * (-1/4)
     assert torch.equal(t.trace.grads["x"], torch.tensor([0.0, -6.75]))
+
+
+def test_local_jacobians_equal_torch_autograd_functional():
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2)
+    x = torch.randn(2, 3)
+    with backtrace.trace(model=lin, level="full") as t:
+        lin(x).tanh().sum().backward()
+    step = next(s for s in t.trace.steps if t.trace.node(s.node).op == "linear")
+    local = {t.trace.node(e.input).id: e.local for e in step.edges}
+    expected = torch.autograd.functional.jacobian(lambda b: F.linear(x, lin.weight, b), lin.bias)
+    assert torch.allclose(local["bias"], expected.reshape(4, 2))  # broadcast: summed as autograd does
+    wt = lin.weight.detach().t()
+    expected = torch.autograd.functional.jacobian(lambda w: x @ w, wt)
+    assert torch.allclose(next(v for k, v in local.items() if k.startswith("%") and v is not None),
+                          expected.reshape(4, 6))

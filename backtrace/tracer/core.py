@@ -680,6 +680,9 @@ class _Recorder:
                         got = got if isinstance(got, tuple) else (got,)
                         for slot, r in enumerate(got):
                             if slot < len(rows):
+                                want = grad_inputs[slot]
+                                if r is not None and want is not None and r.shape != want.shape:
+                                    r = r.sum_to_size(want.shape)  # as the engine does (broadcast)
                                 rows[slot].append(r.reshape(-1) if r is not None else None)
         except Exception as exc:  # e.g. saved tensors a checkpoint lets the node unpack only once
             why = f"the node cannot be re-run: {type(exc).__name__}"
