@@ -257,8 +257,11 @@ def encode(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return {"list": [encode(x) for x in v]}
     if type(v).__module__.startswith("torch"):
+        dense = v.detach().cpu()
+        if str(dense.layout) != "torch.strided":  # sparse gradients (nn.Embedding(sparse=True))
+            dense = dense.to_dense()
         return {"tensor": {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape),
-                           "data": [encode(float(x)) for x in v.detach().cpu().double().flatten().tolist()]}}
+                           "data": [encode(x) for x in dense.double().flatten().tolist()]}}
     return {"text": str(v)}
 
 

@@ -73,9 +73,8 @@ def test_traced_pytorch_round_trips_tensors_and_stats(level):
         torch.tanh(w @ torch.tensor([[1.0, 2.0], [0.5, -1.0], [3.0, 0.0]])).sum().backward()
     text = t.trace.to_json()
     back = Trace.from_json(text)
-    # Nodes and steps hold tensors (full) or TensorStats (stats); both come back equal.
-    assert backtrace.Trace(t.trace.engine, t.trace.output, t.trace.nodes, t.trace.steps,
-                           back.meta) == back
+    # Nodes, steps and meta hold tensors (full) or TensorStats (stats); all come back equal.
+    assert back == t.trace
     assert back.to_json() == text
     if level == "full":
         assert torch.equal(back.grads["w"], w.grad)
@@ -152,3 +151,12 @@ def test_damaged_files_load_or_fail_with_trace_format_error(path, junk, delete):
         Trace.from_json(json.dumps(data))
     except TraceFormatError as exc:
         assert str(exc)  # one clear line, never a KeyError or TypeError from inside
+
+
+def test_sparse_gradients_are_written_dense():
+    emb = torch.nn.Embedding(5, 3, sparse=True)
+    with backtrace.trace(model=emb, level="full") as t:
+        emb(torch.tensor([1, 3, 1])).sum().backward()
+    assert emb.weight.grad.is_sparse
+    back = Trace.from_json(t.trace.to_json())
+    assert torch.equal(back.grads["weight"], emb.weight.grad.to_dense())
