@@ -186,21 +186,9 @@ MAX_ROWS = 60  # a failure report shows the steps nearest the output
 
 def short(v: Any) -> str:
     """A value in a few characters: numbers as numbers, small tensors as lists, others by shape."""
-    from .ir import format_number
+    from .render.values import describe
 
-    if v is None:
-        return "—"
-    if isinstance(v, (int, float)):
-        return format_number(v)
-    if hasattr(v, "detach") and hasattr(v, "numel"):
-        flat = v.detach().double().flatten().tolist()
-        if len(flat) == 1:
-            return format_number(flat[0])
-        if len(flat) <= 4:
-            return "[" + ", ".join(format_number(x) for x in flat) + "]"
-        dims = "×".join(map(str, v.shape))
-        return f"[{dims}] ‖·‖={format_number(float(v.detach().double().norm()))}"
-    return str(v)
+    return describe(v, listed=4)
 
 
 def _save(trace: Trace, folder: Path, nodeid: str) -> str:

@@ -233,19 +233,9 @@ def _near(x: float, y: float, rtol: float, atol: float) -> bool:
 
 def _show(v: Any) -> str:
     """A number short; a small tensor as a list; a bigger one by shape and norm."""
-    if v is None:
-        return "—"
-    if isinstance(v, (int, float)):
-        return format_number(v)
-    if hasattr(v, "detach"):
-        xs = _numbers(v)
-        if len(xs) == 1:
-            return format_number(xs[0])
-        if len(xs) <= 4:
-            return "[" + ", ".join(format_number(x) for x in xs) + "]"
-        dims = "×".join(map(str, v.shape))
-        return f"[{dims}] ‖·‖={format_number(math.sqrt(sum(x * x for x in xs)))}"
-    return str(v)
+    from .render.values import describe
+
+    return describe(v, listed=4)
 
 
 def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

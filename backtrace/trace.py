@@ -24,10 +24,9 @@ class TensorStats:
     absmax: float
 
     def __str__(self) -> str:
-        from .ir import format_number
+        from .render.values import describe
 
-        dims = "×".join(map(str, self.shape)) or "scalar"
-        return f"[{dims}] ‖·‖={format_number(self.norm)}"
+        return describe(self)
 
 
 @dataclass(frozen=True)

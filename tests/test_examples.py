@@ -1,18 +1,7 @@
 """The foundation's example scripts run and print the lecture's numbers."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def run_example(name: str) -> str:
-    done = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+from .conftest import run_example
 
 
 def test_chain_rule_example_prints_the_lecture_numbers():

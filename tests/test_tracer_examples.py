@@ -2,21 +2,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def run_example(name: str) -> str:
-    done = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+from .conftest import run_example
 
 
 def test_mlp_example_traces_the_seed_network():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..ir import format_number
 from ..ops import OPS
 from ..trace import Edge, TensorStats, Trace, TraceNode
+from .values import describe, is_tensor, shape_text
 
 if TYPE_CHECKING:
     import graphviz
@@ -36,35 +37,9 @@ NORM_PALETTE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a"
 
 # ---------------------------------------------------------------- values
 
-def is_tensor(v: Any) -> bool:
-    """True for torch tensors, detected without importing torch."""
-    return type(v).__module__.startswith("torch") and hasattr(v, "shape")
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    """[4×8] for a shape, [scalar] for ()."""
-    return "[" + ("×".join(map(str, shape)) or "scalar") + "]"
-
-
 def value_text(v: Any) -> str:
     """A value in a few characters: numbers short, tensors by shape and norm, None as a dash."""
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, float)):
-        return format_number(v)
-    if isinstance(v, TensorStats):
-        if all(d == 1 for d in v.shape):  # one number: its mean is the number itself
-            return format_number(v.mean)
-        return f"{shape_text(v.shape)} ‖·‖={format_number(v.norm)}"
-    if is_tensor(v):
-        if v.numel() == 1:
-            return format_number(float(v.detach().reshape(())))
-        return f"{shape_text(tuple(v.shape))} ‖·‖={format_number(float(v.detach().double().norm()))}"
-    if isinstance(v, (tuple, list)):
-        return ", ".join(value_text(x) for x in v)
-    return str(v)
+    return describe(v)
 
 
 def shape_of(v: Any) -> str:

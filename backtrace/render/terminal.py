@@ -1,7 +1,6 @@
 """The explain view as rich renderables: forward table, backward table, chain-rule derivations."""
 from __future__ import annotations
 
-from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -9,21 +8,15 @@ from rich.table import Table
 from rich.text import Text
 
 from ..derive import Derivation, derivations, product
-from ..ir import format_number
 from ..trace import Step, Trace
+from .values import describe
 
 BOXES = {"table": box.ROUNDED, "plain": None, "markdown": box.MARKDOWN}
 MAX_ROWS = 200  # beyond this a table shows its head and says how much it left out
 MAX_DERIVATION_NODES = 2_000  # path enumeration is for teaching-size graphs
 
 
-def fmt(v: Any) -> str:
-    """A value for a table cell: numbers short, tensors by shape and norm, None as a dash."""
-    if v is None:
-        return "—"
-    if isinstance(v, (int, float)):
-        return format_number(v)
-    return str(v)
+fmt = describe  # a table cell: numbers short, tensors by shape and norm, None as a dash
 
 
 class ExplainView:

@@ -9,20 +9,14 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from ..ir import format_number
-from ..trace import TensorStats, Trace
+from ..trace import Trace
 from .terminal import BOXES, MAX_ROWS, _table
+from .values import describe
 
 
 def short(v: Any) -> str:
-    """A narrow cell: tensors and stats as [shape] ‖·‖ only."""
-    if isinstance(v, TensorStats):
-        return f"[{'×'.join(map(str, v.shape)) or 'scalar'}] ‖·‖={format_number(v.norm)}"
-    if isinstance(v, tuple):
-        return "; ".join(f"{k}: {short(x)}" for k, x in enumerate(v))
-    if hasattr(v, "shape") and hasattr(v, "norm") and v.numel() > 1:
-        return f"[{'×'.join(map(str, v.shape))}] ‖·‖={format_number(float(v.detach().double().norm()))}"
-    return fmt(v)
+    """A narrow cell: tensors and stats as [shape] ‖·‖ only, slots numbered."""
+    return describe(v, slots=True)
 
 
 def _local(e) -> str:
@@ -34,25 +28,8 @@ def _local(e) -> str:
 
 
 def fmt(v: Any) -> str:
-    """A cell: numbers short, stats as [shape] ‖·‖, tensors by their stats, tuples per slot."""
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, float)):
-        return format_number(v)
-    if isinstance(v, TensorStats):
-        dims = "×".join(map(str, v.shape)) or "scalar"
-        return f"[{dims}] ‖·‖={format_number(v.norm)} max|·|={format_number(v.absmax)}"
-    if isinstance(v, tuple):
-        return "; ".join(f"{k}: {fmt(x)}" for k, x in enumerate(v))
-    if hasattr(v, "shape") and hasattr(v, "norm"):  # a tensor
-        if v.numel() == 1:
-            return format_number(float(v.reshape(())))
-        t = v.detach().double()
-        dims = "×".join(map(str, v.shape)) or "scalar"
-        return f"[{dims}] ‖·‖={format_number(float(t.norm()))} max|·|={format_number(float(t.abs().max()))}"
-    return str(v)
+    """A cell: numbers short, stats and tensors as [shape] ‖·‖ max|·|, slots numbered."""
+    return describe(v, absmax=True, slots=True)
 
 
 def _label(trace: Trace, node_id: str) -> str:
