@@ -318,13 +318,19 @@ def test_traces_round_trip_through_json():
     assert Trace.from_json(t.trace.to_json()) == t.trace
 
 
-def test_max_traces_stops_recording():
+def test_max_traces_keeps_the_last_and_stop_after_the_first():
     w = torch.ones(2, requires_grad=True)
-    with backtrace.trace(max_traces=1) as t:
-        for _ in range(3):
-            (w * 2).sum().backward()
-    assert len(t.traces) == 1 and t.calls == 3
-    assert torch.equal(w.grad, torch.full((2,), 6.0))
+    with backtrace.trace(max_traces=1, level="full") as t:
+        for k in range(3):
+            (w * (k + 1)).sum().backward()
+    assert len(t.traces) == 1 and t.calls == 3 and t.trace.meta["call"] == 3
+    assert torch.equal(t.trace.grads["w"], torch.full((2,), 3.0))
+    with backtrace.trace(stop_after=1, level="full") as t:
+        for k in range(3):
+            (w * (k + 1)).sum().backward()
+    assert len(t.traces) == 1 and t.calls == 3 and t.trace.meta["call"] == 1
+    assert torch.equal(t.trace.grads["w"], torch.full((2,), 1.0))
+    assert torch.equal(w.grad, torch.full((2,), 12.0))
 
 
 def test_backward_that_raises_removes_hooks_and_keeps_a_partial_trace():

@@ -50,7 +50,7 @@ def trace(script: str, args: tuple[str, ...], call: int, module: str | None,
     sys.path.insert(0, str(path.resolve().parent))
     failure: BaseException | None = None
     try:
-        with tracer(level=level, max_traces=call) as t:
+        with tracer(level=level, stop_after=call) as t:
             try:
                 runpy.run_path(str(path), run_name="__main__")
             except SystemExit as exc:

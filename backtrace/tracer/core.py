@@ -3,9 +3,10 @@
 Forward: a TorchFunctionMode stamps each new autograd node (through the public ``Node.metadata``)
 with its op name, module path and output value; global module hooks keep the module path.
 Backward: ``Tensor.backward``, ``torch.autograd.backward`` and ``torch.autograd.grad`` are wrapped
-inside the context; right before each call the graph reachable from the roots gets one post-hook
-per node, and every handle is removed after the call, also when it raises. Hooks hold an integer
-index, never a node, so nothing keeps the graph alive.
+while any tracer is on (one shared wrapper hands each call to the calling thread's tracers, so
+tracers in several threads may exit in any order); right before each call the graph reachable
+from the roots gets one post-hook per node, and every handle is removed after the call, also when
+it raises. Hooks hold an integer index, never a node, so nothing keeps the graph alive.
 """
 from __future__ import annotations
 
@@ -88,10 +89,15 @@ def _one_thread(enabled: bool = True):
 
     They are memory-bound, and on a busy machine every parallel region waits for a second
     thread to be scheduled, which costs far more than the reduction itself. The thread count is
-    process-wide, so only the tracer's own thread changes it (never hooks on device threads).
+    process-wide: while it is narrowed, torch work of any other Python thread would run on one
+    thread too, and some kernels (convolutions) then sum in another order and change the user's
+    gradients in the last bit. So it is narrowed only while no other Python thread exists.
     """
+    if not enabled or threading.active_count() != 1:
+        yield
+        return
     n = torch.get_num_threads()
-    if n == 1 or not enabled:
+    if n == 1:
         yield
         return
     torch.set_num_threads(1)
@@ -186,29 +192,80 @@ class _Mode(TorchFunctionMode):
         return out
 
 
+_TARGETS = ((torch.Tensor, "backward", "backward"), (torch.autograd, "backward", "backward"),
+            (torch.autograd, "grad", "grad"))
+_lock = threading.Lock()
+_active: list[Tracer] = []  # tracers inside their context, every thread, in order of entry
+_originals: list[tuple[Any, str, Any, Any]] = []  # (owner, attr, original, our wrapper)
+
+
+def _dispatcher(original: Any, kind: str) -> Any:
+    """The wrapper installed while any tracer is on: runs the calling thread's tracers, newest first."""
+
+    @functools.wraps(original)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        me = threading.get_ident()
+        call = original
+        for tracer in [t for t in _active if t._thread == me]:
+            call = tracer._wrap(call, kind)
+        return call(*args, **kwargs)
+
+    return traced
+
+
+def _install(tracer: Tracer) -> None:
+    with _lock:
+        if not _active:
+            for owner, attr, kind in _TARGETS:
+                original = getattr(owner, attr)
+                wrapper = _dispatcher(original, kind)
+                _originals.append((owner, attr, original, wrapper))
+                setattr(owner, attr, wrapper)
+        _active.append(tracer)
+
+
+def _uninstall(tracer: Tracer) -> None:
+    with _lock:
+        if tracer in _active:
+            _active.remove(tracer)
+        if not _active:
+            for owner, attr, original, wrapper in reversed(_originals):
+                if getattr(owner, attr) is wrapper:  # someone patched over us: leave theirs be
+                    setattr(owner, attr, original)
+            _originals.clear()
+
+
+def _count(name: str, n: int | None) -> None:
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise UsageError(f"{name} must be a positive integer or None, got {n!r}")
+
+
 class Tracer:
     """``with trace(...) as t``: one Trace per backward call in ``t.traces``; ``t.trace`` is the last."""
 
     def __init__(self, model: torch.nn.Module | None = None,
                  names: Mapping[str, torch.Tensor] | None = None, level: str = "stats",
                  local_max: int = 64, max_traces: int | None = None,
-                 frame_names: bool = True) -> None:
+                 frame_names: bool = True, stop_after: int | None = None) -> None:
         if level not in LEVELS:
             raise UsageError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
         if names is not None and not isinstance(names, Mapping):
             raise UsageError("names= takes a dict {name: tensor}")
+        _count("max_traces", max_traces)
+        _count("stop_after", stop_after)
         self.model, self.level, self.local_max = model, level, local_max
         self.max_traces, self.frame_names = max_traces, frame_names
+        self.stop_after = stop_after
         self.names: dict[str, torch.Tensor] = dict(names or {})
         self.traces: list[Trace] = []
         self.calls = 0  # backward calls seen, traced or not
+        self.recorded = 0  # traces made, including those the max_traces window let go
         self.errors: list[str] = []  # what the forward stamping could not record
         self._token = next(_tokens)
         self._modules: dict[int, tuple[torch.nn.Module, str]] = {}
         self._params: dict[int, tuple[torch.Tensor, str]] = {}
         self._stack: list[str] = []
         self._handles: list[Any] = []
-        self._patches: list[tuple[Any, str, Any]] = []
         self._mode: _Mode | None = None
         self._grad_enabled_at_entry = True
         self._thread = threading.get_ident()
@@ -230,26 +287,24 @@ class Tracer:
             nn_module.register_module_forward_pre_hook(self._module_enter),
             nn_module.register_module_forward_hook(self._module_exit, always_call=True),
         ]
-        self._patch(torch.Tensor, "backward", self._wrap(torch.Tensor.backward, "backward"))
-        self._patch(torch.autograd, "backward", self._wrap(torch.autograd.backward, "backward"))
-        self._patch(torch.autograd, "grad", self._wrap(torch.autograd.grad, "grad"))
+        _install(self)
         self._mode = _Mode(self)
         self._mode.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(*exc)
+        try:
+            if self._mode is not None:
+                self._mode.__exit__(*exc)
+        finally:  # whatever happens above, nothing of ours stays installed
             self._mode = None
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for owner, attr, original in reversed(self._patches):
-            setattr(owner, attr, original)
-        self._patches.clear()
-        self._modules.clear()
-        self._params.clear()
-        self._stack.clear()
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            _uninstall(self)
+            self._modules.clear()
+            self._params.clear()
+            self._stack.clear()
 
     @property
     def trace(self) -> Trace:
@@ -264,10 +319,6 @@ class Tracer:
                     "built no graph; trace with gradients enabled")
         return ("nothing traced: no backward call (loss.backward(), torch.autograd.backward or "
                 "torch.autograd.grad) ran inside the tracer")
-
-    def _patch(self, owner: Any, attr: str, replacement: Any) -> None:
-        self._patches.append((owner, attr, getattr(owner, attr)))
-        setattr(owner, attr, replacement)
 
     def _paused(self) -> bool:
         return getattr(self._local, "call", None) is not None
@@ -402,7 +453,7 @@ class Tracer:
                         "require grad")
                 raise NothingToTraceError(f"nothing to trace: {where} passed to {kind} does not "
                                           f"require grad ({hint})")
-        if self.max_traces is not None and len(self.traces) >= self.max_traces:
+        if self.stop_after is not None and self.recorded >= self.stop_after:
             self._local.call = "untraced"  # nested calls (Tensor.backward -> autograd.backward) pass too
             try:
                 return original(*args, **kwargs)
@@ -443,6 +494,9 @@ class Tracer:
                                         retain_graph=create_graph if retain is None
                                         else bool(retain), error=error)
             self.traces.append(trace)
+            self.recorded += 1
+            if self.max_traces is not None and len(self.traces) > self.max_traces:
+                del self.traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
         return result
 
 
@@ -898,12 +952,14 @@ def _describe(v: Any) -> str:
 
 def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor] | None = None,
           level: str = "stats", local_max: int = 64, max_traces: int | None = None,
-          frame_names: bool = True) -> Tracer:
+          frame_names: bool = True, stop_after: int | None = None) -> Tracer:
     """Record every backward call made inside ``with trace(...) as t`` as a Trace in ``t.traces``.
 
     model: its parameters are named (``fc1.weight``) and its modules give each node a path.
     names: extra tensors to name (inputs, intermediates). level: "stats" (shape, norm, mean,
     max |x|) or "full" (detached clones). local_max: largest local Jacobian (elements) computed
-    exactly. max_traces: stop recording after this many backward calls.
+    exactly. max_traces: keep only the last this many traces (a rolling window, so a long training
+    loop holds bounded memory). stop_after: record only the first this many backward calls; later
+    ones run untraced, at no cost.
     """
-    return Tracer(model, names, level, local_max, max_traces, frame_names)
+    return Tracer(model, names, level, local_max, max_traces, frame_names, stop_after)
