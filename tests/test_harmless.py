@@ -403,3 +403,53 @@ def test_a_long_training_loop_keeps_memory_flat():
     # a trace kept per step would be ~35 kB a step; what stays is allocator noise of ~10 kB
     grown = held[STEPS] - held[WATCH_FROM]
     assert grown < (1_000_000 if LONG else 256_000), f"grew {grown} bytes, steps {WATCH_FROM}..{STEPS}"
+
+
+class _FreshLayerEachCall(nn.Module):
+    """Sloppy but common: a module (with parameters) built inside forward, new on every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: list[weakref.ref] = []
+        self.last: nn.Module | None = None  # not a submodule: a plain attribute set below
+
+    def forward(self, x):
+        layer = nn.Linear(3, 2)
+        self.made.append(weakref.ref(layer))
+        object.__setattr__(self, "last", layer)
+        return layer(x).tanh()
+
+
+def test_modules_made_on_the_fly_are_not_kept_alive():
+    torch.manual_seed(0)
+    model = _FreshLayerEachCall()
+    x = torch.randn(4, 3)
+    with backtrace.trace(model=model, max_traces=2, level="full") as t:
+        for _ in range(30):
+            out = model(x)
+            out.sum().backward()
+            # still named by its place in the parent, with the real gradient
+            assert torch.equal(t.trace.grads["Linear.weight"], model.last.weight.grad)
+            del out
+        object.__setattr__(model, "last", None)
+        gc.collect()
+        alive = [r for r in model.made if r() is not None]
+        assert alive == [], f"{len(alive)} of 30 on-the-fly modules kept alive by the tracer"
+        assert len(t._modules) <= 2 and len(t._params) <= 2
+
+
+def test_a_failure_repeated_every_step_keeps_bounded_records(monkeypatch):
+    def broken(t):
+        raise RuntimeError("stats exploded")
+
+    monkeypatch.setattr(core, "_stats_vector", broken)
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    with backtrace.trace(max_traces=3) as t:
+        for _ in range(150):
+            (w.exp() * 2).sum().backward()  # three forward ops fail to record on every step
+    assert len(t.errors) == core._MAX_ERRORS and "stats exploded" in t.errors[-1]
+    assert len(t.traces) == 3 and "stats exploded" in t.trace.meta["tracer_errors"][0]
+    want = torch.zeros(2)
+    for _ in range(150):  # what autograd accumulates, step by step
+        want += w.detach().exp() * 2
+    assert torch.equal(w.grad, want)

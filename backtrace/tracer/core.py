@@ -14,6 +14,7 @@ import functools
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -187,8 +188,8 @@ class _Mode(TorchFunctionMode):
                 made = args[:1] if out is None and func is torch.Tensor.__setitem__ else out
                 tracer._stamp(func, made, args)
             except Exception as exc:  # recording must never break the user's forward
-                tracer.errors.append(f"forward {getattr(func, '__name__', func)}: "
-                                     f"{type(exc).__name__}: {exc}")
+                tracer._error(f"forward {getattr(func, '__name__', func)}: "
+                              f"{type(exc).__name__}: {exc}")
         return out
 
 
@@ -235,6 +236,16 @@ def _uninstall(tracer: Tracer) -> None:
             _originals.clear()
 
 
+_MAX_ERRORS = 100
+
+
+def _remember(table: dict[int, tuple[weakref.ref, str]], obj: Any, name: str) -> None:
+    """Know obj by name while it lives; its entry goes when it is freed (so its id can be reused)."""
+    key = id(obj)
+    if key not in table:
+        table[key] = (weakref.ref(obj, lambda _, table=table, key=key: table.pop(key, None)), name)
+
+
 def _count(name: str, n: int | None) -> None:
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise UsageError(f"{name} must be a positive integer or None, got {n!r}")
@@ -260,10 +271,11 @@ class Tracer:
         self.traces: list[Trace] = []
         self.calls = 0  # backward calls seen, traced or not
         self.recorded = 0  # traces made, including those the max_traces window let go
-        self.errors: list[str] = []  # what the forward stamping could not record
+        self.errors: list[str] = []  # what the forward stamping could not record (the first 100)
         self._token = next(_tokens)
-        self._modules: dict[int, tuple[torch.nn.Module, str]] = {}
-        self._params: dict[int, tuple[torch.Tensor, str]] = {}
+        # id -> (weak reference, name): a module built inside forward on every call is not kept
+        self._modules: dict[int, tuple[weakref.ref, str]] = {}
+        self._params: dict[int, tuple[weakref.ref, str]] = {}
         self._stack: list[str] = []
         self._handles: list[Any] = []
         self._mode: _Mode | None = None
@@ -323,16 +335,20 @@ class Tracer:
     def _paused(self) -> bool:
         return getattr(self._local, "call", None) is not None
 
+    def _error(self, message: str) -> None:
+        if len(self.errors) < _MAX_ERRORS:  # a failure repeated every step must not grow memory
+            self.errors.append(message)
+
     # -- modules and names
     def _adopt(self, root: torch.nn.Module, prefix: str) -> None:
         for name, m in root.named_modules(prefix=prefix):
-            self._modules.setdefault(id(m), (m, name))
+            _remember(self._modules, m, name)
         for name, p in root.named_parameters(prefix=prefix):
-            self._params.setdefault(id(p), (p, name))
+            _remember(self._params, p, name)
 
     def _module_path(self, module: torch.nn.Module) -> str:
         known = self._modules.get(id(module))
-        if known is not None and known[0] is module:
+        if known is not None and known[0]() is module:
             return known[1]
         if self._stack:  # a child created on the fly: name it by its attribute in the parent
             parent = self._stack[-1]
@@ -469,7 +485,7 @@ class Tracer:
                 keep = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
                 recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
         except Exception as exc:  # cannot trace this call: run it untraced rather than break it
-            self.errors.append(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
+            self._error(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
             self._local.call = "untraced"
             try:
                 return original(*args, **kwargs)
@@ -616,8 +632,10 @@ class _Recorder:
 
         for name, t in tracer.names.items():
             note(t, name, True)
-        for p, name in tracer._params.values():
-            note(p, name, True)
+        for ref, name in list(tracer._params.values()):
+            p = ref()
+            if p is not None:
+                note(p, name, True)
         if frame is not None:
             for name, v in compat.frame_tensors(frame):
                 if not name.startswith("_"):
@@ -659,7 +677,7 @@ class _Recorder:
             variable = info.node.variable
             info.shapes = ((tuple(variable.shape), str(variable.dtype).removeprefix("torch.")),)
             param = self.tracer._params.get(id(variable))
-            if param is not None and param[0] is variable:
+            if param is not None and param[0]() is variable:
                 info.module = param[1].rpartition(".")[0]
             info.variable_value = self.tracer._value(variable)
         except Exception as exc:  # recorded as missing, never raised into the user's backward
