@@ -339,10 +339,14 @@ def test_tracers_exited_out_of_order_restore_everything():
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)
-    (w * w).sum().backward()  # still traced by the second
+    (w * w).sum().backward()  # still traced by the second, forward included
     second.__exit__(None, None, None)
     assert len(second.traces) == 1 and second.trace.grads["w"].norm == pytest.approx(
         torch.tensor([2.0, 6.0]).norm().item())
+    mul = next(n for n in second.trace.nodes if n.op == "mul")
+    assert mul.value is not None and mul.value.norm == pytest.approx(
+        torch.tensor([1.0, 9.0]).norm().item())  # stamped by the second's own mode
+    assert torch._C._len_torch_function_stack() == 0
     assert first.traces == []
     assert (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad) == originals
     (w * w).sum().backward()

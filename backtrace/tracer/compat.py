@@ -114,3 +114,19 @@ def current_node() -> Any:
         return torch._C._current_autograd_node()
     except (AttributeError, RuntimeError):
         return None
+
+
+def exit_mode(mode: Any) -> None:
+    """Take `mode` off this thread's torch-function mode stack, also when modes entered after it
+    are still on (tracers exited out of order): those stay, in their order."""
+    try:
+        above = []
+        while torch._C._len_torch_function_stack() > 0:
+            top = torch._C._pop_torch_function_stack()
+            if top is mode:
+                break
+            above.append(top)
+        for m in reversed(above):
+            torch._C._push_on_torch_function_stack(m)
+    except AttributeError:  # these names moved: the public exit (pops the top)
+        mode.__exit__(None, None, None)

@@ -179,7 +179,7 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         tracer = self.tracer
-        if tracer._paused() or compat.is_compiling():
+        if tracer._paused() or tracer._mode is not self or compat.is_compiling():
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
         if torch.is_grad_enabled():
@@ -207,7 +207,7 @@ def _dispatcher(original: Any, kind: str) -> Any:
     def traced(*args: Any, **kwargs: Any) -> Any:
         me = threading.get_ident()
         call = original
-        for tracer in [t for t in _active if t._thread == me]:
+        for tracer in [t for t in tuple(_active) if t._thread == me]:  # a copy: others may exit
             call = tracer._wrap(call, kind)
         return call(*args, **kwargs)
 
@@ -307,7 +307,7 @@ class Tracer:
     def __exit__(self, *exc: Any) -> None:
         try:
             if self._mode is not None:
-                self._mode.__exit__(*exc)
+                compat.exit_mode(self._mode)
         finally:  # whatever happens above, nothing of ours stays installed
             self._mode = None
             for handle in self._handles:
