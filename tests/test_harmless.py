@@ -457,3 +457,33 @@ def test_a_failure_repeated_every_step_keeps_bounded_records(monkeypatch):
     for _ in range(150):  # what autograd accumulates, step by step
         want += w.detach().exp() * 2
     assert torch.equal(w.grad, want)
+
+
+class _Raises(nn.Module):
+    def forward(self, x):
+        raise ArithmeticError("boom inside a module under no_grad")
+
+
+def test_outputs_under_no_grad_are_bit_identical_fused_paths_included():
+    """Validation inside the block: fused inference paths (taken only without a torch-function
+    mode) still run, and recording resumes after."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+    model = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
+    attention = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        want = model(x), attention(x, x, x)[0]
+    with backtrace.trace(model=model, level="full") as t:
+        with torch.no_grad():
+            got = model(x), attention(x, x, x)[0]
+            with pytest.raises(ArithmeticError):
+                _Raises()(x)
+        assert torch._C._len_torch_function_stack() == 1  # our mode is back
+        loss = model(x).pow(2).sum()
+        loss.backward()
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    root = t.trace.node(t.trace.output)
+    assert root.op == "sum" and torch.equal(root.value, loss.detach())  # stamped in forward
+    assert torch._C._len_torch_function_stack() == 0

@@ -280,6 +280,7 @@ class Tracer:
         self._handles: list[Any] = []
         self._mode: _Mode | None = None
         self._grad_enabled_at_entry = True
+        self._hidden: int | None = None  # module depth at which our mode was taken off the stack
         self._thread = threading.get_ident()
         self._local = threading.local()  # per thread: the backward call being traced, if any
         self._md_key = (_KEY, self._token)  # nested tracers each keep their own stamps
@@ -309,7 +310,7 @@ class Tracer:
             if self._mode is not None:
                 compat.exit_mode(self._mode)
         finally:  # whatever happens above, nothing of ours stays installed
-            self._mode = None
+            self._mode, self._hidden = None, None
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
@@ -362,6 +363,12 @@ class Tracer:
         if self._paused() or compat.is_compiling() or threading.get_ident() != self._thread:
             return
         self._stack.append(self._module_path(module))
+        if self._hidden is None and self._mode is not None and not torch.is_grad_enabled():
+            # Without gradients nothing is recorded, and an active torch-function mode would turn
+            # off fused inference paths (nn.TransformerEncoderLayer, nn.MultiheadAttention) and
+            # change the outputs in the last bit: step aside until this module returns.
+            compat.exit_mode(self._mode)
+            self._hidden = len(self._stack)
 
     def _module_exit(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self._paused() or compat.is_compiling() or threading.get_ident() != self._thread:
@@ -369,6 +376,10 @@ class Tracer:
         if not self._stack:
             return
         path = self._stack.pop()
+        if self._hidden is not None and len(self._stack) < self._hidden:
+            self._hidden = None
+            if self._mode is not None:
+                self._mode.__enter__()
         for t in _tensors(output):
             node = t.grad_fn
             if node is not None:
