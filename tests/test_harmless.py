@@ -99,6 +99,28 @@ def _tied():
         lambda out: nn.functional.cross_entropy(out.reshape(-1, 7), torch.tensor([3, 5, 0, 6, 3, 1]))
 
 
+class _Checkpointed(nn.Module):
+    """Activation checkpointing with dropout inside: the recomputation must replay the same mask."""
+
+    def __init__(self, reentrant: bool) -> None:
+        super().__init__()
+        self.a, self.drop, self.b = nn.Linear(4, 6), nn.Dropout(0.3), nn.Linear(6, 2)
+        self.reentrant = reentrant
+
+    def inner(self, v):
+        return self.drop(torch.tanh(self.a(v)))
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        return self.b(checkpoint(self.inner, x, use_reentrant=self.reentrant))
+
+
+def _checkpointed(reentrant: bool):
+    return lambda: (_Checkpointed(reentrant), lambda: (torch.randn(5, 4, requires_grad=True),),
+                    lambda out: out.pow(2).sum())
+
+
 ZOO = {
     "mlp": (_mlp, False),
     "cnn-eval": (_cnn, False),
@@ -108,6 +130,8 @@ ZOO = {
     "transformer-train": (_transformer, True),
     "inplace-relu": (_inplace, False),
     "weight-tying": (_tied, False),
+    "checkpoint-train": (_checkpointed(False), True),
+    "checkpoint-reentrant-train": (_checkpointed(True), True),
 }
 
 
@@ -162,6 +186,8 @@ def test_gradients_bit_identical_to_an_untraced_run(name, level):
     for k, g in got_params.items():
         if name == "weight-tying" and k == "out.weight":
             continue  # one tensor, named once (embed.weight)
+        if name == "checkpoint-reentrant-train" and k.startswith("a."):
+            continue  # reached by the checkpoint's own nested backward, which runs untraced
         if level == "full":
             assert torch.equal(grads[k], g), k
         else:
@@ -487,3 +513,26 @@ def test_outputs_under_no_grad_are_bit_identical_fused_paths_included():
     root = t.trace.node(t.trace.output)
     assert root.op == "sum" and torch.equal(root.value, loss.detach())  # stamped in forward
     assert torch._C._len_torch_function_stack() == 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_autograd_grad_and_double_backward_are_bit_identical(level):
+    torch.manual_seed(0)
+    model, make_inputs, _ = _mlp()
+    params = list(model.parameters())
+
+    def run():
+        (x,) = _fresh(make_inputs)
+        loss = model(x).pow(2).mean()
+        grads = torch.autograd.grad(loss, params + [x], create_graph=True)
+        penalty = sum(g.pow(2).sum() for g in grads)  # a gradient penalty: second order
+        model.zero_grad(set_to_none=True)
+        penalty.backward()
+        return [g.detach() for g in grads] + [p.grad.clone() for p in params]
+
+    want = run()
+    with backtrace.trace(model=model, level=level) as t:
+        got = run()
+    assert len(t.traces) == 2 and [tr.meta["kind"] for tr in t.traces] == ["grad", "backward"]
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
