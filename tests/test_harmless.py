@@ -136,7 +136,7 @@ ZOO = {
 
 
 def _run(model, inputs, loss_fn, tracer=None):
-    """One forward and backward from fresh grads; returns (param grads, input grads, loss)."""
+    """One forward and backward from fresh grads: (param grads, input grads, loss, RNG state after)."""
     model.zero_grad(set_to_none=True)
     threads = torch.get_num_threads()
     torch.manual_seed(1234)  # identical dropout masks in both runs
@@ -303,34 +303,45 @@ def _thread_models():
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_two_threads_trace_two_models_at_once(level):
+    """a enters first and exits first, while b is still tracing: b's last call is traced too."""
     models = _thread_models()
+    calls = {"a": 3, "b": 4}
     originals = _global_state()
     want, once = {}, {}
     for k, (m, x) in models.items():
-        for call in range(3):
+        for call in range(calls[k]):
             m(x).pow(2).sum().backward()
             if call == 0:
                 once[k] = {n: p.grad.clone() for n, p in m.named_parameters()}
         want[k] = {n: p.grad.clone() for n, p in m.named_parameters()}
         m.zero_grad(set_to_none=True)
     barrier = threading.Barrier(2, timeout=30)
+    a_entered, a_exited = threading.Event(), threading.Event()
     tracers, errors = {}, []
 
     def work(k: str) -> None:
         m, x = models[k]
         try:
-            barrier.wait()
+            if k == "b":
+                assert a_entered.wait(30)
             with backtrace.trace(model=m, level=level) as t:
                 tracers[k] = t
-                for _ in range(3):  # interleave: each thread's forward and backward overlap the other's
+                a_entered.set()
+                for _ in range(3):  # interleaved: each thread's forward and backward overlap the other's
                     loss = m(x).pow(2).sum()
                     barrier.wait()
                     loss.backward()
-                barrier.wait()  # both inside: neither exit may disturb the other
-            barrier.wait()
+                if k == "b":  # the first tracer is gone by now: this call must still be traced
+                    loss = m(x).pow(2).sum()
+                    assert a_exited.wait(30)
+                    loss.backward()
+            if k == "a":
+                a_exited.set()
         except BaseException as exc:  # noqa: BLE001 - reported in the main thread
             errors.append(exc)
             barrier.abort()
+            a_entered.set()
+            a_exited.set()
 
     threads = [threading.Thread(target=work, args=(k,)) for k in models]
     for th in threads:
@@ -340,8 +351,8 @@ def test_two_threads_trace_two_models_at_once(level):
     assert not errors, errors
     for k, (m, _) in models.items():
         t = tracers[k]
-        assert len(t.traces) == 3 and t.calls == 3
-        for tr in t.traces:
+        assert len(t.traces) == calls[k] and t.calls == calls[k]
+        for tr in t.traces:  # only its own model: every leaf is one of its parameters
             leaves = {n.id: n.meta["shapes"][0] for n in tr.nodes if n.kind == "input"}
             assert leaves == {n: tuple(p.shape) for n, p in m.named_parameters()}, (k, leaves)
             modules = {n.meta["module"] for n in tr.nodes} - {""}
