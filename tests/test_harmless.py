@@ -547,3 +547,18 @@ def test_autograd_grad_and_double_backward_are_bit_identical(level):
     assert len(t.traces) == 2 and [tr.meta["kind"] for tr in t.traces] == ["grad", "backward"]
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+def test_entering_one_tracer_twice_at_once_is_refused_and_leaves_nothing():
+    before = _global_state()
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    t = backtrace.trace()
+    with t:
+        with pytest.raises(backtrace.errors.UsageError, match="already on"), t:
+            pass
+        (w * 3).sum().backward()  # the refused entry did not disturb the running one
+    assert _global_state() == before and len(t.traces) == 1
+    with t:  # entering again afterwards is fine, and adds to the same traces
+        (w * 3).sum().backward()
+    assert _global_state() == before and len(t.traces) == 2
+    assert torch.equal(w.grad, torch.full((2,), 6.0))

@@ -289,6 +289,8 @@ class Tracer:
     def __enter__(self) -> Tracer:
         from torch.nn.modules import module as nn_module
 
+        if self._mode is not None:  # a second entry would orphan the first one's mode and hooks
+            raise UsageError("this tracer is already on; nest a new backtrace.trace(...) instead")
         self._grad_enabled_at_entry = torch.is_grad_enabled()
         self._thread = threading.get_ident()  # the thread whose forward and backward are traced
         if self.model is not None:
