@@ -562,3 +562,23 @@ def test_entering_one_tracer_twice_at_once_is_refused_and_leaves_nothing():
         (w * 3).sum().backward()
     assert _global_state() == before and len(t.traces) == 2
     assert torch.equal(w.grad, torch.full((2,), 6.0))
+
+
+def test_named_tensors_are_not_kept_alive_after_the_block():
+    """names={...} may name an intermediate: a tracer kept for its traces must not keep its graph."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 1))
+    x = torch.randn(2, 3, requires_grad=True)
+    h = model[:2](x)
+    loss = model[2](h).sum()
+    t = backtrace.trace(model=model, names={"x": x, "h": h})
+    with t:
+        loss.backward()
+    assert t.trace.node("h").meta["name"] == "h"
+    probe = weakref.ref(h)
+    del h, loss
+    gc.collect()
+    assert probe() is None, "the tracer kept a named tensor (and its graph) alive"
+    with t:  # names of tensors still alive carry over to a second block
+        model(x).sum().backward()
+    assert t.trace.node("x").kind == "input" and t.trace.node("x").meta["name"] == "x"

@@ -267,7 +267,8 @@ class Tracer:
         self.model, self.level, self.local_max = model, level, local_max
         self.max_traces, self.frame_names = max_traces, frame_names
         self.stop_after = stop_after
-        self.names: dict[str, torch.Tensor] = dict(names or {})
+        self.names: dict[str, torch.Tensor] = dict(names or {})  # held only while on
+        self._names_off: dict[str, weakref.ref] = {}  # between blocks: an intermediate's graph is freed
         self.traces: list[Trace] = []
         self.calls = 0  # backward calls seen, traced or not
         self.recorded = 0  # traces made, including those the max_traces window let go
@@ -291,6 +292,10 @@ class Tracer:
 
         if self._mode is not None:  # a second entry would orphan the first one's mode and hooks
             raise UsageError("this tracer is already on; nest a new backtrace.trace(...) instead")
+        for name, ref in self._names_off.items():
+            if (v := ref()) is not None:
+                self.names.setdefault(name, v)
+        self._names_off.clear()
         self._grad_enabled_at_entry = torch.is_grad_enabled()
         self._thread = threading.get_ident()  # the thread whose forward and backward are traced
         if self.model is not None:
@@ -317,6 +322,8 @@ class Tracer:
                 handle.remove()
             self._handles.clear()
             _uninstall(self)
+            self._names_off.update({k: weakref.ref(v) for k, v in self.names.items()})
+            self.names = {}
             self._modules.clear()
             self._params.clear()
             self._stack.clear()
@@ -987,9 +994,9 @@ def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor
     """Record every backward call made inside ``with trace(...) as t`` as a Trace in ``t.traces``.
 
     model: its parameters are named (``fc1.weight``) and its modules give each node a path.
-    names: extra tensors to name (inputs, intermediates). level: "stats" (shape, norm, mean,
-    max |x|) or "full" (detached clones). local_max: largest local Jacobian (elements) computed
-    exactly. max_traces: keep only the last this many traces (a rolling window, so a long training
+    names: extra tensors to name (inputs, intermediates; held only inside the block). level:
+    "stats" (shape, norm, mean, max |x|) or "full" (detached clones). local_max: largest local
+    Jacobian (elements) computed exactly. max_traces: keep only the last this many traces (a rolling window, so a long training
     loop holds bounded memory). stop_after: record only the first this many backward calls; later
     ones run untraced, at no cost.
     """
