@@ -101,7 +101,7 @@ def test_a_torch_import_only_when_the_engine_runs():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import HealthCheck, assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from backtrace.errors import DomainError as _DomainError  # noqa: E402
@@ -124,6 +124,7 @@ def _expressions():
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example("(c) / ((a) * (c))", (3.0730823049768146e-32, 0.0, 2.25))  # cancellation: found by hypothesis
 @given(_expressions(), st.tuples(*[st.floats(-3, 3, allow_nan=False)] * 3))
 def test_random_formulas_agree_on_both_engines(expr, point):
     """Any formula the reference engine can evaluate, torch evaluates to the same numbers."""
@@ -135,5 +136,10 @@ def test_random_formulas_agree_on_both_engines(expr, point):
     except _DomainError:
         assume(False)
     tor = torch_engine.run(graph, values)
-    verdict = compare(ref, tor, rtol=1e-9, atol=1e-12)
+    # Rounding error is relative to the largest term summed, not to the result: (c)/((a)*(c)) at
+    # a = 3e-32 has a true gradient of 0 made of two cancelling terms near 1e31, which each engine
+    # rounds its own way. So the absolute tolerance scales with the largest value or contribution.
+    terms = [abs(n.value) for n in ref.nodes] + [
+        abs(e.contribution) for st_ in ref.steps for e in st_.edges if e.contribution is not None]
+    verdict = compare(ref, tor, rtol=1e-9, atol=1e-12 * max(1.0, *terms))
     assert verdict.agree, verdict.line()
