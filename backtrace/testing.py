@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .ir import CONST, INPUT, Graph, GraphBuilder, format_number
+from .ir import CONST, INPUT, Graph, format_number
 from .trace import Trace, TraceFormatError
 
 __all__ = ["assert_grads", "assert_trace_matches", "check_function", "explain_function",
@@ -66,7 +66,7 @@ def _parameters(f: Callable[..., Any]) -> tuple[str, ...]:
 
 def _function_graph(f: Callable[..., Any], names: tuple[str, ...],
                     values: Mapping[str, float]) -> Graph:
-    from .value import Value
+    from .value import Value, to_graph
 
     leaves = {n: Value(float(values[n]), n) for n in names}
     out, local_names = _call_capturing_locals(f, leaves)
@@ -76,33 +76,19 @@ def _function_graph(f: Callable[..., Any], names: tuple[str, ...],
         else:
             raise UsageError(f"{getattr(f, '__name__', 'f')} returned {type(out).__name__}, not a "
                              "number: write it with operators and backtrace.math functions")
-    order = _reachable(out)
-    builder = GraphBuilder(max_nodes=len(order) + len(leaves) + 1)
-    index: dict[int, int] = {}
-    for v in leaves.values():  # every input, used or not, in parameter order
-        index[id(v)] = builder.add(INPUT, name=v.label)
-    taken = set(leaves)
-    for v in order:
-        if id(v) in index:
-            continue
-        if v._op is None:
-            raise UsageError(f"{f!r} uses a Value {v!r} that is not one of its inputs")
-        name = local_names.get(id(v))
-        if v is out and name is None and "f" not in taken:
-            name = "f"
-        if name in taken:
-            name = None
-        if name is not None:
-            taken.add(name)
-        if v._op == CONST:
-            index[id(v)] = builder.add(CONST, value=v.data, name=name)
-        else:
-            index[id(v)] = builder.add(v._op.name, tuple(index[id(c)] for c in v._prev), name=name)
-    return builder.build(index[id(out)], getattr(f, "__name__", ""))
+    if out not in local_names and "f" not in leaves:
+        local_names[out] = "f"
+    graph = to_graph(out, tuple(leaves.values()), local_names, getattr(f, "__name__", ""))
+    strangers = [n.id for n in graph.nodes if n.op == INPUT and n.id not in leaves]
+    if strangers:
+        raise UsageError(f"{f!r} uses a Value ({strangers[0]}) that is not one of its inputs")
+    return graph
 
 
-def _call_capturing_locals(f: Callable[..., Any], leaves: dict) -> tuple[Any, dict[int, str]]:
+def _call_capturing_locals(f: Callable[..., Any], leaves: dict) -> tuple[Any, dict]:
     """Call f and read its local variables as it returns, to name the nodes as the user did."""
+    from .value import Value
+
     code = getattr(f, "__code__", None)
     captured: dict[str, Any] = {}
 
@@ -117,22 +103,11 @@ def _call_capturing_locals(f: Callable[..., Any], leaves: dict) -> tuple[Any, di
         out = f(*bound.args, **bound.kwargs)
     finally:
         sys.setprofile(previous)
-    names: dict[int, str] = {}
+    names: dict[Value, str] = {}
     for name, v in captured.items():
-        if name not in leaves and not name.startswith("_"):
-            names.setdefault(id(v), name)
+        if name not in leaves and not name.startswith("_") and isinstance(v, Value):
+            names.setdefault(v, name)
     return out, names
-
-
-def _reachable(root: Any) -> list[Any]:
-    """Every Value root depends on, oldest first (creation order is topological)."""
-    seen, stack = {id(root): root}, [root]
-    while stack:
-        for c in stack.pop()._prev:
-            if id(c) not in seen:
-                seen[id(c)] = c
-                stack.append(c)
-    return sorted(seen.values(), key=lambda v: v._n)
 
 
 # ---------------------------------------------------------------- engines

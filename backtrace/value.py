@@ -1,11 +1,12 @@
 """A micrograd-style scalar `Value` over the reference engine, for building graphs in Python."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from itertools import count
 from numbers import Real
 
 from .engine import NodeFailure, Tape, backward, check_finite, graph_trace, needs_grad
-from .ir import CONST, INPUT, GraphBuilder, format_number
+from .ir import CONST, INPUT, Graph, GraphBuilder, format_number
 from .ops import FUNCTIONS, OPS, Op
 from .trace import Trace
 
@@ -43,15 +44,7 @@ class Value:
     def trace(self) -> Trace:
         """This value's forward and backward pass as a Trace (leaves `.grad` untouched)."""
         order, tape = _run_backward(self)
-        builder = GraphBuilder(max_nodes=len(order) + 1)
-        index = {}
-        for k, v in enumerate(order):
-            op = v._op
-            kind = INPUT if op is None else CONST if op == CONST else op.name
-            index[v] = builder.add(kind, tuple(index[c] for c in v._prev),
-                                   v.data if op == CONST else None,
-                                   v.label or (f"v{k}" if op is None else None))
-        return graph_trace(builder.build(len(order) - 1), tape)
+        return graph_trace(to_graph(self), tape)  # same order as the tape: no inputs put first
 
     def zero_grad(self) -> None:
         """Set `.grad` to 0 on this value and everything it was computed from."""
@@ -141,6 +134,34 @@ def _topological(root: Value) -> list[Value]:
 
 def _creation(v: Value) -> int:
     return v._n
+
+
+def to_graph(out: Value, inputs: Sequence[Value] = (), names: Mapping[Value, str] | None = None,
+             source: str = "") -> Graph:
+    """The flat IR of everything `out` depends on: `inputs` first (used or not), then oldest first.
+
+    Nodes are named by `names`, else by their label; a name already taken leaves the node
+    anonymous (%k), and an unnamed leaf is called v<k>."""
+    names = names or {}
+    order = _topological(out)
+    builder = GraphBuilder(max_nodes=len(order) + len(inputs) + 1)
+    index = {v: builder.add(INPUT, name=v.label) for v in inputs}
+    taken = {v.label for v in inputs}
+    for k, v in enumerate(order):
+        if v in index:
+            continue
+        name = names.get(v, v.label)
+        if name in taken:
+            name = None
+        if v._op is None:
+            name = name or f"v{k}"
+            index[v] = builder.add(INPUT, name=name)
+        elif v._op == CONST:
+            index[v] = builder.add(CONST, value=v.data, name=name)
+        else:
+            index[v] = builder.add(v._op.name, tuple(index[c] for c in v._prev), name=name)
+        taken.add(name)
+    return builder.build(index[out], source)
 
 
 def _run_backward(root: Value) -> tuple[list[Value], Tape]:
