@@ -44,6 +44,13 @@ def test_explain_json_carries_the_verdicts():
     assert checks[1]["agree"] is True and checks[1]["max_abs_diff"] < 1e-8
 
 
+def test_explain_output_file_carries_the_verdicts_too(tmp_path):
+    path = tmp_path / "t.json"
+    assert invoke(*LECTURE, "-o", str(path)).exit_code == 0
+    (check,) = Trace.from_json(path.read_text()).meta["check"]
+    assert check["between"] == ("reference", "torch") and check["agree"] is True
+
+
 def test_explain_numeric_check_names_a_kink():
     out = invoke("explain", "f=relu(x)*y", "--x", "0", "--y", "2", "--check", "numeric").output
     assert "engines agree, max |Δ| = 0" in out

@@ -100,8 +100,6 @@ def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
         _step_through(trace, fmt, out)
         _print_check(checked(fmt), out)
         return
-    if fmt == "json":
-        checked(fmt)  # the verdicts go into the trace's meta
     shown = render(trace, fmt)
     if isinstance(shown, str):
         click.echo(shown)
@@ -149,12 +147,11 @@ def _run_engines(formula: str, values: dict[str, float], max_nodes: int, engine:
 
         verdicts.append(numeric_check(graph, values, trace))
 
+    if verdicts:  # in the trace itself, so --format json and every -o file.json carry them
+        trace.meta["check"] = [v.to_dict() for v in verdicts]
+
     def checked(fmt: str):
-        if fmt == "json":
-            if verdicts:
-                trace.meta["check"] = [v.to_dict() for v in verdicts]
-            return None
-        if not verdicts and tor is None or trace is tor and not verdicts:
+        if fmt == "json" or not verdicts and (tor is None or trace is tor):
             return None
         from ..render.torch_table import EngineCheck
 
