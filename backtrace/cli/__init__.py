@@ -57,9 +57,12 @@ def cli() -> None:
 
     \b
     Start here:
-      backtrace explain "f=(x+y)*z" --x -2 --y 5 --z -4
-      backtrace ops            the operators and their derivative rules
-    Exit codes: 0 ok, 1 computation or I/O error, 2 usage error.
+      backtrace explain "f=(x+y)*z" --x -2 --y 5 --z -4        the chain rule, step by step
+      backtrace explain "f=(x+y)*z" x=-2 y=5 z=-4 -o graph.svg  the annotated graph
+      backtrace descend "L=(w-3)**2" --w 0 --lr 0.1             gradient descent, step by step
+      backtrace trace train.py                                  per-node gradients of real PyTorch
+      backtrace ops                                             operators and derivative rules
+    Each command's --help has more. Exit codes: 0 ok, 1 computation or I/O error, 2 usage error.
     """
 
 
