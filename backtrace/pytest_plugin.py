@@ -5,7 +5,6 @@ Loading the plugin imports neither torch nor the tracer: they load when a test a
 from __future__ import annotations
 
 import importlib
-import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,8 +151,9 @@ def _report_text(item: pytest.Item, trace: Trace) -> str:
 
 def backward_text(trace: Trace, width: int = 120) -> str:
     """The backward table of a trace as plain text, tensors shown by shape and norm."""
-    from rich.console import Console
     from rich.table import Table
+
+    from .render import to_text
 
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="")
     for column in ("step", "node", "op", "upstream", "input", "local", "contribution"):
@@ -173,12 +173,9 @@ def backward_text(trace: Trace, width: int = 120) -> str:
                           short(e.local) if e.local is not None else (e.rule or "—"), contribution)
     if len(steps) > MAX_ROWS:
         table.add_row("…", f"{len(steps) - MAX_ROWS:,} more steps", *[""] * 5)
-    console = Console(file=io.StringIO(), width=width, color_system=None, emoji=False,
-                      highlight=False, soft_wrap=False)
-    console.print(f"{trace.engine} engine, output {trace.output}: {len(steps)} backward steps, "
-                  f"upstream × local = contribution")
-    console.print(table)
-    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+    heading = (f"{trace.engine} engine, output {trace.output}: {len(steps)} backward steps, "
+               f"upstream × local = contribution")
+    return to_text(heading, table, width=width)
 
 
 MAX_ROWS = 60  # a failure report shows the steps nearest the output

@@ -8,7 +8,6 @@ finite differences, golden traces. Importable without pytest; torch loads only w
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import math
 import os
@@ -215,18 +214,16 @@ def _show(v: Any) -> str:
 
 def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A plain text table (rich, no colour), as a string."""
-    from rich.console import Console
     from rich.table import Table
+
+    from .render import to_text
 
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="")
     for c in columns:
         table.add_column(c)
     for row in rows:
         table.add_row(*row)
-    console = Console(file=io.StringIO(), width=160, color_system=None, emoji=False,
-                      highlight=False, soft_wrap=False)
-    console.print(table)
-    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+    return to_text(table, width=160)
 
 
 # ---------------------------------------------------------------- assert_grads

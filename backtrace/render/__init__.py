@@ -18,6 +18,19 @@ def register(name: str, help: str) -> Callable:
     return add
 
 
+def to_text(*renderables: Any, width: int = 120) -> str:
+    """Rich renderables as plain text (no colour, no trailing spaces), for messages and reports."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None, emoji=False,
+                      highlight=False, soft_wrap=False)
+    for r in renderables:
+        console.print(r)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+
+
 def render(trace: Trace, fmt: str) -> Any:
     """The trace in the named format."""
     return FORMATS[fmt][1](trace)
