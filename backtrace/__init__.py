@@ -12,10 +12,11 @@ from typing import Any
 
 from .engine import explain, run
 from .errors import (BacktraceError, DomainError, FormulaSyntaxError, LimitError,
-                     MissingValueError, UsageError)
+                     MissingValueError, TraceFormatError, UsageError)
 from .parser import Limits, parse
-from .trace import Edge, Step, TensorStats, Trace, TraceFormatError, TraceNode
+from .traces import Edge, Step, Trace, TraceNode
 from .value import Value
+from .values import TensorStats
 
 __version__ = "0.1.0"
 
@@ -24,8 +25,6 @@ _LAZY = {
     "trace": "backtrace.tracer:trace",
     "watch": "backtrace.training.watch:watch",
 }
-# Importing the submodule backtrace/trace.py bound `trace` to it; free the name for the tracer.
-globals().pop("trace", None)
 
 
 def __getattr__(name: str) -> Any:

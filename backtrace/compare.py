@@ -9,8 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .ir import format_number
-from .trace import TensorStats, Trace
+from .values import format_number
+from .traces import Trace
+from .values import TensorStats
 
 MISSING = "missing"
 

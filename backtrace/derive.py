@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .trace import Trace
+from .traces import Trace
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from itertools import accumulate
 from numbers import Real
 
 from .errors import DomainError, MissingValueError, UsageError
-from .ir import CONST, INPUT, Graph, format_number
+from .ir import CONST, INPUT, Graph
+from .values import format_number
 from .ops import OPS, Op
 from .parser import Limits, parse
-from .trace import Edge, LazySeq, Step, Trace, TraceNode
+from .traces import Edge, LazySeq, Step, Trace, TraceNode
 
 _REASONS = {ZeroDivisionError: "division by zero", OverflowError: "overflow",
             ValueError: "outside the op's domain"}

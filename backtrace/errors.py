@@ -42,3 +42,15 @@ class LimitError(UsageError):
 
 class DomainError(BacktraceError):
     """A node cannot be evaluated (log of a negative, division by zero, overflow, NaN)."""
+
+
+class TraceFormatError(BacktraceError):
+    """A trace file is malformed or of a schema this version cannot read."""
+
+
+class RenderError(BacktraceError):
+    """Graphviz failed, was not found, or took too long."""
+
+
+class NothingToTraceError(BacktraceError, RuntimeError):
+    """A backward call inside the tracer has nothing to differentiate (e.g. under torch.no_grad)."""

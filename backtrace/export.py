@@ -5,8 +5,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UsageError
-from .io import write_atomic
-from .trace import Trace
+from .files import write_atomic
+from .traces import Trace
 
 # suffix -> function(trace) -> bytes or str; the rendering issue adds svg, png, pdf, dot, html.
 EXPORTS: dict[str, Callable[[Trace], bytes | str]] = {

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from .errors import LimitError
 from .ops import OPS
+from .values import format_number
 
 INPUT, CONST = "input", "const"
 DEFAULT_MAX_NODES = 1_000_000
@@ -79,14 +80,3 @@ class GraphBuilder:
     def build(self, output: int, source: str = "", aliases: tuple = ()) -> Graph:
         """Freeze what was added."""
         return Graph(tuple(self.nodes), output, source, aliases)
-
-
-def format_number(v: float | None) -> str:
-    """Short, exact-looking numbers: -4 not -4.0, 0.196612 not 0.19661193324148185."""
-    if v is None:
-        return "-"
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    if isinstance(v, int):
-        return str(v)
-    return f"{v:.6g}"

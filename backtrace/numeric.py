@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from .compare import Difference, Verdict, _show
 from .engine import Compiled, input_values
 from .ir import Graph
-from .trace import Trace
+from .traces import Trace
 
 MAX_NODES = 2_000  # every node costs one downstream re-run: quadratic, so teaching-size graphs only
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .trace import Trace
+from .traces import Trace
 
 _FIXTURE = pytest.StashKey["BacktraceFixture"]()
 _PREVIOUS_UPDATE = pytest.StashKey[bool]()
@@ -183,7 +183,7 @@ MAX_ROWS = 60  # a failure report shows the steps nearest the output
 
 def short(v: Any) -> str:
     """A value in a few characters: numbers as numbers, small tensors as lists, others by shape."""
-    from .render.values import describe
+    from .values import describe
 
     return describe(v, listed=4)
 

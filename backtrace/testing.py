@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .ir import CONST, INPUT, Graph, format_number
-from .trace import Trace, TraceFormatError
+from .ir import CONST, INPUT, Graph
+from .values import format_number
+from .errors import TraceFormatError
+from .traces import Trace
 
 __all__ = ["assert_grads", "assert_trace_matches", "check_function", "explain_function",
            "function_graph", "FunctionCheck"]
@@ -207,7 +209,7 @@ def _near(x: float, y: float, rtol: float, atol: float) -> bool:
 
 def _show(v: Any) -> str:
     """A number short; a small tensor as a list; a bigger one by shape and norm."""
-    from .render.values import describe
+    from .values import describe
 
     return describe(v, listed=4)
 
@@ -769,7 +771,7 @@ def assert_trace_matches(trace: Trace, path: str | os.PathLike, rtol: float = 1e
     """Compare `trace` with the golden JSON at `path`: structure exact, numbers within tolerance.
 
     With ``pytest --backtrace-update`` (or BACKTRACE_UPDATE=1) the golden is (re)written instead."""
-    from .io import write_atomic
+    from .files import write_atomic
 
     target = Path(path)
     if update_goldens or os.environ.get("BACKTRACE_UPDATE") == "1":

@@ -13,7 +13,7 @@ from .engine import Compiled, check_finite, input_values
 from .ir import CONST, INPUT, Graph
 from .ops import OPS
 from .parser import Limits, parse
-from .trace import Edge, Step, Trace, TraceNode
+from .traces import Edge, Step, Trace, TraceNode
 
 
 def run(graph: Graph, values: Mapping[str, float]) -> Trace:

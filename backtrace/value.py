@@ -6,9 +6,10 @@ from itertools import count
 from numbers import Real
 
 from .engine import NodeFailure, Tape, backward, check_finite, graph_trace, needs_grad
-from .ir import CONST, INPUT, Graph, GraphBuilder, format_number
+from .ir import CONST, INPUT, Graph, GraphBuilder
+from .values import format_number
 from .ops import FUNCTIONS, OPS, Op
-from .trace import Trace
+from .traces import Trace
 
 _created = count()
 

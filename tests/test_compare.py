@@ -11,7 +11,8 @@ from backtrace.compare import compare, delta
 from backtrace.engine import run
 from backtrace.numeric import numeric_check, numeric_grads
 from backtrace.parser import parse
-from backtrace.trace import TensorStats, Trace
+from backtrace.traces import Trace
+from backtrace.values import TensorStats
 from tests.conftest import NEURON, TEXTBOOK
 
 

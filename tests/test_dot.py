@@ -10,9 +10,11 @@ import torch
 
 from backtrace import explain
 from backtrace.render.dot import (ACTIVE_FILL, GRAD_COLOUR, NORM_PALETTE, PENDING_COLOUR, frame,
-                                  grad_cell, edge_label, legend_label, node_label, norm,
-                                  norm_colour, to_graphviz, value_text)
-from backtrace.trace import Edge, TensorStats, TraceNode
+                                  grad_cell, edge_label, legend_label, node_label, norm_colour,
+                                  to_graphviz)
+from backtrace.traces import Edge, TraceNode
+from backtrace.values import TensorStats, describe, norm
+
 
 from .conftest import NEURON, TEXTBOOK
 
@@ -84,13 +86,13 @@ def test_edge_label_shows_upstream_times_local_equals_contribution():
 
 def test_tensor_values_show_shape_and_norm():
     stats = TensorStats((3, 4), "float32", 5.0, 0.1, 2.0)
-    assert value_text(stats) == "[3×4] ‖·‖=5"
+    assert describe(stats) == "[3×4] ‖·‖=5"
     t = torch.tensor([[3.0, 0.0], [0.0, 4.0]])  # Frobenius norm 5
-    assert value_text(t) == "[2×2] ‖·‖=5"
+    assert describe(t) == "[2×2] ‖·‖=5"
     assert norm(t) == pytest.approx(5.0) and norm(stats) == 5.0 and norm(-2.5) == 2.5
     assert norm((TensorStats((2,), "f", 3.0, 0, 0), TensorStats((2,), "f", 4.0, 0, 0))) == 5.0
-    assert value_text(torch.tensor(2.5)) == "2.5"
-    assert value_text(TensorStats((), "float32", 2.5, -2.5, 2.5)) == "-2.5"  # a scalar is its value
+    assert describe(torch.tensor(2.5)) == "2.5"
+    assert describe(TensorStats((), "float32", 2.5, -2.5, 2.5)) == "-2.5"  # a scalar is its value
     e = Edge(0, "w", None, "", stats)
     assert edge_label(stats, e, None, "backward", True) == \
         f'<[3×4]<BR/><FONT COLOR="{GRAD_COLOUR}">∂ [3×4] ‖·‖=5</FONT>>'

@@ -21,7 +21,8 @@ from backtrace import explain
 from backtrace.cli import cli
 from backtrace.export import EXPORTS, export
 from backtrace.render import graphviz_run
-from backtrace.render.graphviz_run import RenderError, options, render, run_dot
+from backtrace.errors import RenderError
+from backtrace.render.graphviz_run import options, render, run_dot
 
 from .conftest import NEURON, TEXTBOOK
 

@@ -11,10 +11,11 @@ from torch import nn
 
 from backtrace import explain
 from backtrace.errors import LimitError, UsageError
-from backtrace.render.dot import NORM_PALETTE, norm, to_graphviz
+from backtrace.render.dot import NORM_PALETTE, to_graphviz
 from backtrace.render.fold import compact_indices, fold
 from backtrace.render.graphviz_run import render
-from backtrace.trace import TensorStats, Trace, TraceNode
+from backtrace.traces import Trace, TraceNode
+from backtrace.values import TensorStats, norm
 
 from .test_export import svg_texts
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 import backtrace
-from backtrace.trace import Trace
+from backtrace.traces import Trace
 from backtrace.tracer import core
 
 LEVELS = ("stats", "full")

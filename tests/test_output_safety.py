@@ -13,8 +13,8 @@ import pytest
 from backtrace import Trace
 from backtrace.errors import BacktraceError
 from backtrace.export import export
-from backtrace.io import write_atomic
-from backtrace.trace import Edge, Step, TraceNode
+from backtrace.files import write_atomic
+from backtrace.traces import Edge, Step, TraceNode
 
 EVIL = ['<script>alert(1)</script>', 'a"b\'c&d', 'x\ny\r\nz', '"];\ninjected [label="boom"];\n//',
         '</text><image href="http://example.invalid/x.png"/>', '}"digraph{', '<b>bold</b>',

@@ -11,8 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import backtrace
-from backtrace.trace import TensorStats, Trace
-from backtrace.tracer import NothingToTraceError, Tracer
+from backtrace.traces import Trace
+from backtrace.values import TensorStats
+from backtrace.errors import NothingToTraceError
+from backtrace.tracer import Tracer
 
 
 def seed_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from backtrace.cli import cli
-from backtrace.trace import Trace
+from backtrace.traces import Trace
 
 LECTURE = ["explain", "f=(x+y)*z", "--x", "-2", "--y", "5", "--z", "-4"]
 

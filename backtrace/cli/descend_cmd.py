@@ -123,7 +123,7 @@ def step_table(d, boxed: bool):
     from rich import box
     from rich.table import Table
 
-    from ..ir import format_number as f
+    from ..values import format_number as f
 
     parts = list(d.steps[0].updates[next(iter(d.start))].parts) if d.steps else []
     shown = [p for p in parts if p not in ("m", "v")]

@@ -83,7 +83,7 @@ def render(trace_file: str, outputs: tuple[str, ...], steps_dir: str | None, dep
            timeout: float | None) -> None:
     """Draw the trace in TRACE.json (written by `explain -o trace.json`) as a graph."""
     from ..render.graphviz_run import Options, to_dot
-    from ..trace import Trace
+    from ..traces import Trace
 
     try:
         text = Path(trace_file).read_text(encoding="utf-8")

@@ -37,7 +37,7 @@ def trace(script: str, args: tuple[str, ...], call: int, module: str | None,
     Options go before SCRIPT; everything after it is passed to the script:
       backtrace trace --call 2 train.py --epochs 1
     """
-    from ..io import write_atomic
+    from ..files import write_atomic
     from ..render.torch_table import TorchTraceView
     from ..tracer import trace as tracer
     from .output import console, is_terminal

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..trace import Trace
+from ..traces import Trace
 
 # name -> (one-line help, function(trace) -> a rich renderable or a str)
 FORMATS: dict[str, tuple[str, Callable[[Trace], Any]]] = {}

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..ir import format_number
+from ..values import format_number
 from ..ops import OPS
-from ..trace import Edge, TensorStats, Trace, TraceNode
-from .values import describe, is_tensor, shape_text
+from ..traces import Edge, Trace, TraceNode
+from ..values import describe, norm, shape_of
 
 if TYPE_CHECKING:
     import graphviz
@@ -36,37 +36,6 @@ NORM_PALETTE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a"
 
 
 # ---------------------------------------------------------------- values
-
-def value_text(v: Any) -> str:
-    """A value in a few characters: numbers short, tensors by shape and norm, None as a dash."""
-    return describe(v)
-
-
-def shape_of(v: Any) -> str:
-    """Only the shape of a tensor value (the wire label of torch graphs); numbers as themselves."""
-    if isinstance(v, TensorStats):
-        return shape_text(v.shape)
-    if is_tensor(v):
-        return shape_text(tuple(v.shape))
-    return value_text(v)
-
-
-def norm(v: Any) -> float | None:
-    """The Euclidean norm of a gradient, whatever its representation; None when there is none."""
-    if v is None or isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return abs(float(v))
-    if isinstance(v, TensorStats):
-        return float(v.norm)
-    if is_tensor(v):
-        return float(v.detach().double().norm())
-    if isinstance(v, (tuple, list)):
-        parts = [norm(x) for x in v]
-        known = [p for p in parts if p is not None]
-        return math.sqrt(sum(p * p for p in known)) if known else None
-    return None
-
 
 def is_scalar_trace(trace: Trace) -> bool:
     """True when every value is a plain number (the reference engine, Value graphs)."""
@@ -125,18 +94,18 @@ def grad_cell(node: TraceNode, contributions: Sequence[Any] | None = None,
         runs = node.meta.get("instances")
         if runs:  # a repeated block: the first and the last instance's output gradient
             first, last = runs[0], runs[-1]
-            return GradCell(f"out {value_text(first['grad_out'])} ({first['path'].rpartition('.')[2]})"
-                            f" … {value_text(last['grad_out'])} ({last['path'].rpartition('.')[2]})")
+            return GradCell(f"out {describe(first['grad_out'])} ({first['path'].rpartition('.')[2]})"
+                            f" … {describe(last['grad_out'])} ({last['path'].rpartition('.')[2]})")
         grad_in = node.meta.get("grad_in")  # None: only statistics of several contributions
-        return GradCell(f"in {'?' if grad_in is None else value_text(grad_in)}  out {value_text(node.grad)}")
+        return GradCell(f"in {'?' if grad_in is None else describe(grad_in)}  out {describe(node.grad)}")
     parts = [c for c in (contributions or ()) if c is not None]
     if not complete:
         if not parts:
             return GradCell("pending", pending=True)
-        return GradCell(" + ".join(f"({value_text(p)})" for p in parts) + " + …", pending=True)
-    text = value_text(node.grad)
+        return GradCell(" + ".join(f"({describe(p)})" for p in parts) + " + …", pending=True)
+    text = describe(node.grad)
     if len(parts) > 1 and all(isinstance(p, (int, float)) for p in parts):
-        text = " + ".join(f"({value_text(p)})" for p in parts) + f" = {text}"
+        text = " + ".join(f"({describe(p)})" for p in parts) + f" = {text}"
     return GradCell(text)
 
 
@@ -155,7 +124,7 @@ def node_label(node: TraceNode, grad: GradCell | None, ink: str | None = None) -
     elif node.kind == "op" and node.expr and node.op in OPS and node.expr != node.id:
         rows.append(f'<TR><TD COLSPAN="2"><FONT POINT-SIZE="10">{html.escape(node.expr)}</FONT></TD></TR>')
     if node.value is not None:
-        rows.append(_row("value", value_text(node.value)))
+        rows.append(_row("value", describe(node.value)))
     if grad is not None:
         colour = PENDING_COLOUR if grad.pending else ink or GRAD_COLOUR
         rows.append(_row("grad", grad.text, colour))
@@ -205,17 +174,17 @@ def node_style(node_role: str, fill: str | None = None, active: bool = False,
 def edge_label(value: Any, edge: Edge | None, upstream: Any, mode: str, tensors: bool,
                shown: bool = True) -> str:
     """Forward value on the wire; in backward mode, upstream × local = contribution below it."""
-    forward = shape_of(value) if tensors else value_text(value)
+    forward = shape_of(value) if tensors else describe(value)
     lines = [html.escape(forward)] if value is not None else []
     if mode == "backward" and edge is not None:
         if edge.contribution is None:
             back = edge.note or "no gradient"
             colour = PENDING_COLOUR
         elif edge.local is not None and isinstance(edge.local, (int, float)):
-            back = f"{value_text(upstream)} × {value_text(edge.local)} = {value_text(edge.contribution)}"
+            back = f"{describe(upstream)} × {describe(edge.local)} = {describe(edge.contribution)}"
             colour = GRAD_COLOUR if shown else PENDING_COLOUR
         else:
-            back = f"∂ {value_text(edge.contribution)}"
+            back = f"∂ {describe(edge.contribution)}"
             colour = GRAD_COLOUR if shown else PENDING_COLOUR
         if not shown:
             back = "pending"

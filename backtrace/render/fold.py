@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LimitError, UsageError
-from ..trace import Edge, Step, Trace, TraceNode
-from .dot import is_tensor, norm, shape_of
+from ..traces import Edge, Step, Trace, TraceNode
+from ..values import is_tensor, norm, shape_of
 
 DEFAULT_TARGET = 150  # the default depth is the deepest that draws at most this many boxes
 DEFAULT_BUDGET = 1000  # past this, fold further rather than hand dot a graph it cannot lay out

@@ -14,17 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import BacktraceError, UsageError
-from ..trace import Trace
+from ..errors import RenderError, UsageError
+from ..traces import Trace
 
 EMBEDDED = "graphviz-pure"
 DEFAULT_TIMEOUT = 60.0  # seconds; a layout that takes longer is reported, not waited for
 PDF_HELP = ("PDF needs a system Graphviz (e.g. `apt-get install graphviz`, then BACKTRACE_DOT=$(which dot) "
             "or --dot PATH) or CairoSVG (`pip install 'backtrace[pdf]'`); or write .svg/.png")
-
-
-class RenderError(BacktraceError):
-    """Graphviz failed, was not found, or took too long."""
 
 
 def embedded_binary() -> Path | None:

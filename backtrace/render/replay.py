@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import LimitError
-from ..io import write_atomic
-from ..trace import Trace
+from ..files import write_atomic
+from ..traces import Trace
 from .graphviz_run import CURRENT, Options, prepare, run_dot
 
 MAX_STEPS = 500  # a replay is for reading step by step; past this, fold or use --hide

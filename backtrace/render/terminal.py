@@ -8,8 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..derive import Derivation, derivations, product
-from ..trace import Step, Trace
-from .values import describe
+from ..traces import Step, Trace
+from ..values import describe
 
 BOXES = {"table": box.ROUNDED, "plain": None, "markdown": box.MARKDOWN}
 MAX_ROWS = 200  # beyond this a table shows its head and says how much it left out

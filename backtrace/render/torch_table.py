@@ -9,9 +9,9 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from ..trace import Trace
+from ..traces import Trace
 from .terminal import BOXES, MAX_ROWS, _table
-from .values import describe
+from ..values import describe
 
 
 def short(v: Any) -> str:

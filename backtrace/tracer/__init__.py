@@ -1,6 +1,7 @@
 """Trace real PyTorch autograd: ``with backtrace.trace(model=model) as t: loss.backward()``."""
 from __future__ import annotations
 
-from .core import LEVELS, NothingToTraceError, Tracer, trace
+from ..errors import NothingToTraceError
+from .core import LEVELS, Tracer, trace
 
 __all__ = ["LEVELS", "NothingToTraceError", "Tracer", "trace"]

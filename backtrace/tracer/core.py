@@ -24,17 +24,14 @@ import torch
 from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 
-from ..errors import BacktraceError, UsageError
-from ..trace import Edge, Step, TensorStats, Trace, TraceNode
+from ..errors import NothingToTraceError, UsageError
+from ..traces import Edge, Step, Trace, TraceNode
+from ..values import TensorStats
 from . import compat
 
 LEVELS = ("stats", "full")
 _KEY = "backtrace"  # our entries in Node.metadata: (_KEY, tracer token)
 _tokens = iter(range(1, sys.maxsize))
-
-
-class NothingToTraceError(BacktraceError, RuntimeError):
-    """A backward call inside the tracer has nothing to differentiate (e.g. under torch.no_grad)."""
 
 
 @dataclass

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from ..engine import run
 from ..errors import DomainError, MissingValueError, UsageError
-from ..ir import Graph, format_number
+from ..ir import Graph
+from ..values import format_number
 from ..parser import Limits, parse
 from .optimizers import OPTIMIZERS, Update, make_optimizer, make_schedule
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import write_atomic
+from ..files import write_atomic
 from .textplot import scale_of
 
 FORMATS = ("svg", "png", "pdf")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..ir import format_number
+from ..values import format_number
 
 
 def scale_of(values: Sequence[float]) -> str:

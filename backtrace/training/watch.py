@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from ..trace import TensorStats
+from ..values import TensorStats
 
 EXPLODE = 1e3  # a layer whose gradient norm exceeds this is exploding
 VANISH = 1e-4  # ... below this fraction of the largest layer's gradient norm is vanishing

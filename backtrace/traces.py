@@ -8,25 +8,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BacktraceError
+from .errors import TraceFormatError
+from .values import TensorStats
 
 SCHEMA = "backtrace.trace/1"
-
-
-@dataclass(frozen=True)
-class TensorStats:
-    """A tensor seen through its shape and a few statistics (the tracer's "stats" level)."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    norm: float
-    mean: float
-    absmax: float
-
-    def __str__(self) -> str:
-        from .render.values import describe
-
-        return describe(self)
 
 
 @dataclass(frozen=True)
@@ -201,10 +186,6 @@ class Trace:
         return cls.from_dict(data)
 
 
-class TraceFormatError(BacktraceError):
-    """A trace file is malformed or of a schema this version cannot read."""
-
-
 def _same(a: Sequence, b: Sequence) -> bool:
     return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
 
@@ -249,8 +230,8 @@ def encode(v: Any) -> Any:
     if isinstance(v, float):
         return v if math.isfinite(v) else {"float": repr(v)}
     if isinstance(v, TensorStats):
-        return {"stats": {"shape": list(v.shape), "dtype": v.dtype, "norm": encode(v.norm),
-                          "mean": encode(v.mean), "absmax": encode(v.absmax)}}
+        return {"stats": {"shape": list(v.shape), "dtype": v.dtype,
+                          **{k: encode(x) for k, x in zip(v.NUMBERS, v.numbers())}}}
     if isinstance(v, dict):
         return {"dict": {str(k): encode(x) for k, x in v.items()}}
     if isinstance(v, (list, tuple)):
@@ -272,8 +253,8 @@ def decode(d: Any) -> Any:
     if tag == "float":
         return _SPECIAL[body]
     if tag == "stats":
-        return TensorStats(tuple(body["shape"]), body["dtype"], decode(body["norm"]),
-                           decode(body["mean"]), decode(body["absmax"]))
+        return TensorStats.of(body["shape"], body["dtype"],
+                              [decode(body[k]) for k in TensorStats.NUMBERS])
     if tag == "dict":
         return {k: decode(x) for k, x in body.items()}
     if tag == "list":

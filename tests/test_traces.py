@@ -7,7 +7,8 @@ import math
 import pytest
 
 from backtrace import Trace, TraceFormatError, explain
-from backtrace.trace import SCHEMA, TensorStats, TraceNode
+from backtrace.traces import SCHEMA, TraceNode
+from backtrace.values import TensorStats
 
 
 def test_json_round_trip(textbook, neuron):
