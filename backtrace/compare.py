@@ -11,7 +11,7 @@ from typing import Any
 
 from .values import format_number
 from .traces import Trace
-from .values import TensorStats
+from .values import TensorStats, is_tensor, numbers
 
 MISSING = "missing"
 
@@ -99,7 +99,7 @@ def delta(a: Any, b: Any) -> float:
     if isinstance(a, TensorStats) or isinstance(b, TensorStats):
         if not (isinstance(a, TensorStats) and isinstance(b, TensorStats)) or a.shape != b.shape:
             return math.inf
-        return max(_num(a.norm, b.norm), _num(a.mean, b.mean), _num(a.absmax, b.absmax))
+        return max(_num(x, y) for x, y in zip(a.numbers(), b.numbers()))
     if hasattr(a, "shape") or hasattr(b, "shape"):  # tensors (torch imported by whoever made them)
         import torch
 
@@ -119,27 +119,31 @@ def _num(a: float, b: float) -> float:
     return abs(a - b) if math.isfinite(a) and math.isfinite(b) else math.inf
 
 
-def _scale(a: Any, b: Any) -> float:
-    """Magnitude used for the relative tolerance."""
-    out = 0.0
-    for v in (a, b):
-        if isinstance(v, (int, float)):
-            out = max(out, abs(v))
-        elif isinstance(v, TensorStats):
-            out = max(out, abs(v.absmax), abs(v.norm))
-        elif isinstance(v, tuple):
-            out = max([out, *(_scale(x, x) for x in v)])
-        elif hasattr(v, "abs"):
-            out = max(out, float(v.abs().max()) if v.numel() else 0.0)
-    return out if math.isfinite(out) else 0.0
+def close(a: Any, b: Any, rtol: float, atol: float) -> bool:
+    """The one tolerance rule of backtrace: two values agree when, element by element,
+    |x - y| <= atol + rtol · max(|x|, |y|); NaN agrees with NaN and an infinity only with itself.
+    Values of different sizes never agree; values that are not numbers agree when equal."""
+    if is_tensor(a) and is_tensor(b):  # element by element on the device, not as Python floats
+        import torch
+
+        x, y = a.detach().double(), b.detach().double().to(a.device)
+        if x.shape != y.shape:
+            return False
+        same = (x == y) | (x.isnan() & y.isnan())
+        bound = atol + rtol * torch.maximum(x.abs(), y.abs())
+        return bool((same | ((x - y).abs() <= bound)).all())
+    xs, ys = numbers(a), numbers(b)
+    if xs is None or ys is None:
+        return xs is None and ys is None and a == b
+    return len(xs) == len(ys) and all(_near(x, y, rtol, atol) for x, y in zip(xs, ys))
 
 
-def backward_order(trace: Trace) -> list[str]:
-    """Node ids as backward meets them: stepped nodes in execution order, then the rest, last first."""
-    order = [s.node for s in trace.steps]
-    seen = set(order)
-    order += [n.id for n in reversed(list(trace.nodes)) if n.id not in seen]
-    return order
+def _near(x: float, y: float, rtol: float, atol: float) -> bool:
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    if math.isinf(x) or math.isinf(y):
+        return x == y
+    return abs(x - y) <= atol + rtol * max(abs(x), abs(y))
 
 
 def compare(a: Trace, b: Trace, names: tuple[str, str] | None = None, rtol: float = 1e-9,
@@ -155,10 +159,10 @@ def compare(a: Trace, b: Trace, names: tuple[str, str] | None = None, rtol: floa
         count += 1
         d = delta(x, y)
         worst = max(worst, d)
-        if first is None and not d <= atol + rtol * _scale(x, y):
+        if first is None and not close(x, y, rtol, atol):
             first = Difference(node, what, slot, x, y, d)
 
-    for node_id in backward_order(a):
+    for node_id in a.backward_order():
         na = a.node(node_id)
         try:
             nb = b.node(node_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .compare import Difference, Verdict, _show
+from .compare import Difference, Verdict, _show, close
 from .engine import Compiled, input_values
 from .ir import Graph
 from .traces import Trace
@@ -60,10 +60,8 @@ def numeric_check(graph: Graph, values: Mapping[str, float], trace: Trace,
     """Compare the trace's gradients with finite differences, node by node in backward order."""
     nodes = "all" if len(graph.nodes) <= MAX_NODES else "inputs"
     estimates = numeric_grads(graph, values, trace, nodes, h)
-    order = [s.node for s in trace.steps]
-    order += [n.id for n in reversed(list(trace.nodes)) if n.id not in set(order)]
     worst, first, count, skipped = 0.0, None, 0, 0
-    for node_id in order:
+    for node_id in trace.backward_order():
         if node_id not in estimates:
             continue
         estimate, grad = estimates[node_id], trace.node(node_id).grad
@@ -73,7 +71,7 @@ def numeric_check(graph: Graph, values: Mapping[str, float], trace: Trace,
         count += 1
         d = abs(float(grad) - estimate) if grad is not None else math.inf
         worst = max(worst, d)
-        if first is None and not d <= atol + rtol * max(abs(estimate), abs(float(grad or 0))):
+        if first is None and not close(grad, estimate, rtol, atol):
             first = Difference(node_id, "gradient", None, float(grad) if grad is not None else None,
                                estimate, d)
     note = f"central differences, h = {_show(h)}·max(1, |v|)"

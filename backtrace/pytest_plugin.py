@@ -151,29 +151,10 @@ def _report_text(item: pytest.Item, trace: Trace) -> str:
 
 def backward_text(trace: Trace, width: int = 120) -> str:
     """The backward table of a trace as plain text, tensors shown by shape and norm."""
-    from rich.table import Table
+    from .render import tables, to_text
 
-    from .render import to_text
-
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="")
-    for column in ("step", "node", "op", "upstream", "input", "local", "contribution"):
-        table.add_column(column, justify="right" if column in ("upstream", "local",
-                                                               "contribution") else "left")
-    steps = trace.steps
-    for step in steps[:MAX_ROWS]:
-        node = trace.node(step.node)
-        op = node.meta.get("torch_type") or node.op
-        module = node.meta.get("module")
-        op = f"{op} ({module})" if module else op
-        for k, e in enumerate(step.edges):
-            first = k == 0
-            contribution = short(e.contribution) if e.contribution is not None else e.note or "—"
-            table.add_row(str(step.index + 1) if first else "", step.node if first else "",
-                          op if first else "", short(step.upstream) if first else "", e.input,
-                          short(e.local) if e.local is not None else (e.rule or "—"), contribution)
-    if len(steps) > MAX_ROWS:
-        table.add_row("…", f"{len(steps) - MAX_ROWS:,} more steps", *[""] * 5)
-    heading = (f"{trace.engine} engine, output {trace.output}: {len(steps)} backward steps, "
+    table = tables.backward_table(trace, _report_columns(), steps=trace.steps, limit=MAX_ROWS)
+    heading = (f"{trace.engine} engine, output {trace.output}: {len(trace.steps)} backward steps, "
                f"upstream × local = contribution")
     return to_text(heading, table, width=width)
 
@@ -181,11 +162,34 @@ def backward_text(trace: Trace, width: int = 120) -> str:
 MAX_ROWS = 60  # a failure report shows the steps nearest the output
 
 
-def short(v: Any) -> str:
-    """A value in a few characters: numbers as numbers, small tensors as lists, others by shape."""
+def _report_columns() -> tuple:
+    """The failure report's backward table: each node's op and module, small tensors listed."""
+    from .render.tables import Column
     from .values import describe
 
-    return describe(v, listed=4)
+    def short(v: Any) -> str:
+        return describe(v, listed=4)
+
+    def op(trace: Trace, step: Any, e: Any) -> str:
+        node = trace.node(step.node)
+        kind = node.meta.get("torch_type") or node.op
+        return f"{kind} ({node.module})" if node.module else kind
+
+    def local(trace: Trace, step: Any, e: Any) -> str:
+        return "" if e is None else short(e.local) if e.local is not None else (e.rule or "—")
+
+    def contribution(trace: Trace, step: Any, e: Any) -> str:
+        if e is None:
+            return ""
+        return short(e.contribution) if e.contribution is not None else e.note or "—"
+
+    return (Column("step", lambda t, s, e: str(s.index + 1), per_step=True),
+            Column("node", lambda t, s, e: s.node, per_step=True),
+            Column("op", op, per_step=True),
+            Column("upstream", lambda t, s, e: short(s.upstream), per_step=True, right=True),
+            Column("input", lambda t, s, e: e.input if e is not None else "—"),
+            Column("local", local, right=True),
+            Column("contribution", contribution, right=True))
 
 
 def _save(trace: Trace, folder: Path, nodeid: str) -> str:

@@ -167,44 +167,11 @@ def _explain_on_torch(f: Callable[..., Any], values: Mapping[str, float]) -> Tra
 
 # ---------------------------------------------------------------- comparing numbers
 
-def _numbers(v: Any) -> list[float] | None:
-    """A value as a flat list of floats (tensors, stats by their norm/mean/max), None if absent."""
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return [float(v)]
-    if isinstance(v, (int, float)):
-        return [float(v)]
-    if hasattr(v, "norm") and hasattr(v, "absmax") and hasattr(v, "shape"):  # TensorStats
-        return [float(v.norm), float(v.mean), float(v.absmax)]
-    if hasattr(v, "detach"):  # a torch tensor
-        return [float(x) for x in v.detach().cpu().double().flatten().tolist()]
-    if isinstance(v, (list, tuple)):
-        out: list[float] = []
-        for x in v:
-            xs = _numbers(x)
-            if xs is None:
-                return None
-            out.extend(xs)
-        return out
-    return None
-
-
 def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
-    xs, ys = _numbers(a), _numbers(b)
-    if xs is None or ys is None:
-        return True  # one side has no opinion
-    if len(xs) != len(ys):
-        return False
-    return all(_near(x, y, rtol, atol) for x, y in zip(xs, ys))
+    """backtrace's tolerance rule, where a missing value (None) is no opinion."""
+    from .compare import close
 
-
-def _near(x: float, y: float, rtol: float, atol: float) -> bool:
-    if math.isnan(x) or math.isnan(y):
-        return math.isnan(x) and math.isnan(y)
-    if math.isinf(x) or math.isinf(y):
-        return x == y
-    return abs(x - y) <= atol + rtol * max(abs(x), abs(y))
+    return a is None or b is None or close(a, b, rtol, atol)
 
 
 def _show(v: Any) -> str:
@@ -216,13 +183,10 @@ def _show(v: Any) -> str:
 
 def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A plain text table (rich, no colour), as a string."""
-    from rich.table import Table
-
     from .render import to_text
+    from .render.tables import table as make_table
 
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="")
-    for c in columns:
-        table.add_column(c)
+    table = make_table(columns)
     for row in rows:
         table.add_row(*row)
     return to_text(table, width=160)
@@ -275,10 +239,8 @@ def _step_of(trace: Trace, node: str):
 
 def _items(trace: Trace) -> list[_Item]:
     """Everything compared, in backward order: each visited node, then the nodes never visited."""
-    from .compare import backward_order
-
     items: list[_Item] = []
-    for node in backward_order(trace):
+    for node in trace.backward_order():
         step = _step_of(trace, node)
         if step is None:
             items += [_Item(None, node, "value"), _Item(None, node, "gradient")]
@@ -361,7 +323,7 @@ def _first_difference(base: Trace, graph: Graph, values: Mapping[str, float],
                       traces: Mapping[str, Trace], numeric: bool, rtol: float,
                       atol: float) -> _Item | None:
     """The earliest disagreement in backward order among every engine's verdict on `base`."""
-    from .compare import backward_order, compare
+    from .compare import compare
     from .numeric import numeric_check
 
     verdicts = [compare(base, t, (base.engine, name), rtol, atol)
@@ -371,7 +333,7 @@ def _first_difference(base: Trace, graph: Graph, values: Mapping[str, float],
     firsts = [v.first for v in verdicts if not v.agree and v.first is not None]
     if not firsts:
         return None
-    order = {n: i for i, n in enumerate(backward_order(base))}
+    order = {n: i for i, n in enumerate(base.backward_order())}
     d = min(firsts, key=lambda d: (order.get(d.node, len(order)),
                                    _WHAT.index(d.what) if d.what in _WHAT else -1,
                                    -1 if d.slot is None else d.slot))
@@ -627,6 +589,8 @@ class _Call:
               eps: float, max_elements: int) -> list[SlotCheck]:
         import torch
 
+        from .compare import close
+
         slots = self.slots()
         fresh = {slot: t.detach().clone().requires_grad_(True) for slot, t in slots}
         rows: list[SlotCheck] = []
@@ -669,7 +633,7 @@ class _Call:
                     numeric.view(-1)[i] = (projected({slot: base + e})
                                            - projected({slot: base - e})) / (2 * eps)
                 diff = (g - numeric).abs()
-                ok = bool((diff <= atol + rtol * numeric.abs()).all())
+                ok = close(g, numeric, rtol, atol)
                 where = None
                 if base.dim() and diff.numel():
                     worst = torch.tensor(int(diff.view(-1).argmax()))
@@ -683,8 +647,7 @@ class _Call:
                            - projected({slot: base - eps * u})) / (2 * eps)
                 backward = float((g * u).sum())
                 delta = abs(backward - numeric)
-                row(slot, t, backward, numeric, delta, None,
-                    delta <= atol + rtol * abs(numeric))
+                row(slot, t, backward, numeric, delta, None, close(backward, numeric, rtol, atol))
         return rows
 
 
@@ -859,7 +822,9 @@ def _diff(a: Any, b: Any, where: str, rtol: float, atol: float) -> tuple[str, st
         if isinstance(a, int) and isinstance(b, int):
             same = a == b
         else:
-            same = _near(float(a), float(b), rtol, atol)
+            from .compare import close
+
+            same = close(float(a), float(b), rtol, atol)
         return None if same else (where, f"{format_number(a)} != golden {format_number(b)}")
     if a != b or type(a) is not type(b):
         return where, f"{a!r} != golden {b!r}"

@@ -27,6 +27,11 @@ class TraceNode:
     kind: str = "op"  # "input", "const" or "op"
     meta: dict = field(default_factory=dict, compare=True, hash=False)
 
+    @property
+    def module(self) -> str:
+        """The dotted path of the module that made this node ("" at the top level, in formulas)."""
+        return str(self.meta.get("module", "") or "")
+
 
 @dataclass(frozen=True)
 class Edge:
@@ -118,6 +123,14 @@ class Trace:
     def grads(self) -> dict[str, Any]:
         """Each input (named leaf) -> ∂output/∂input."""
         return {n.id: n.grad for n in self.nodes if n.kind == "input"}
+
+    def backward_order(self) -> list[str]:
+        """Node ids as backward meets them: stepped nodes in execution order, then the rest, last
+        first (those backward never visits)."""
+        order = [s.node for s in self.steps]
+        seen = set(order)
+        order += [n.id for n in reversed(self.nodes) if n.id not in seen]
+        return order
 
     def consumers(self, node_id: str) -> list[tuple[Step, Edge]]:
         """Every backward edge that sends gradient into node_id, in execution order (fan-in)."""

@@ -14,6 +14,7 @@ from torch.nn.modules import module as nn_module
 
 import backtrace
 from backtrace.traces import Trace
+from backtrace import patches
 from backtrace.tracer import core
 
 LEVELS = ("stats", "full")
@@ -276,7 +277,7 @@ def test_an_exception_inside_the_block_leaves_no_hook_and_frees_the_graph(where,
     with pytest.raises((ArithmeticError, ZeroDivisionError)), t:
         where(model, x)
     assert _global_state() == before, "a global hook, patch or torch-function mode survived"
-    assert t._handles == [] and t not in core._active and t._mode is None
+    assert t._handles == [] and patches.active() == {} and t._mode is None
     assert all(r.handles == [] for r in recorders)
     assert all(info.node is None for r in recorders for info in r.infos)
     if where is not _raise_in_forward:  # the failed backward still left a partial trace

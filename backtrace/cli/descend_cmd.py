@@ -120,20 +120,15 @@ def _heading(d) -> str:
 
 def step_table(d, boxed: bool):
     """One row per (step, variable): value, gradient, optimizer quantities, update, new value, loss."""
-    from rich import box
-    from rich.table import Table
-
+    from ..render.tables import table as make_table
     from ..values import format_number as f
 
     parts = list(d.steps[0].updates[next(iter(d.start))].parts) if d.steps else []
     shown = [p for p in parts if p not in ("m", "v")]
     scheduled = d.schedule is not None
-    table = Table(box=box.ROUNDED if boxed else None, show_edge=boxed, pad_edge=boxed,
-                  header_style="bold")
     heads = ["step", *(["lr"] if scheduled else []), "var", "value", "gradient",
              *[HEADS.get(p, p) for p in shown], "update", "new value", "loss"]
-    for h in heads:
-        table.add_column(h, justify="left" if h in ("var",) else "right")
+    table = make_table(heads, "table" if boxed else "plain", right=set(heads) - {"var"})
     names = list(d.start)
     blank = [""] * (len(heads) - 2)
     table.add_row("0", *([""] if scheduled else []), names[0], f(d.start[names[0]]),
@@ -172,9 +167,7 @@ def _print_single(out, d) -> None:
 
 
 def _print_comparison(out, runs) -> None:
-    from rich import box
-    from rich.table import Table
-
+    from ..render.tables import table as make_table
     from ..training.textplot import ascii_curve
     from .output import is_terminal
 
@@ -187,10 +180,8 @@ def _print_comparison(out, runs) -> None:
     for r in runs:
         out.print(ascii_curve(r.losses, height=5, label=f"{r.label}: loss"), highlight=False)
     boxed = is_terminal()
-    table = Table(box=box.ROUNDED if boxed else None, show_edge=boxed, pad_edge=boxed,
-                  header_style="bold")
-    for h in ("run", "start", "end", "final loss", "verdict", "why"):
-        table.add_column(h, justify="right" if h == "final loss" else "left")
+    table = make_table(("run", "start", "end", "final loss", "verdict", "why"),
+                       "table" if boxed else "plain", right=("final loss",))
     for r in runs:
         table.add_row(r.label, ", ".join(f"{k} = {v:g}" for k, v in r.start.items()),
                       ", ".join(f"{k} = {v:.6g}" for k, v in r.final.items()),

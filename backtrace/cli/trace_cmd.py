@@ -1,10 +1,6 @@
 """`backtrace trace SCRIPT.py [ARGS]`: run a training script with the tracer on, print one backward call."""
 from __future__ import annotations
 
-import runpy
-import sys
-from pathlib import Path
-
 import click
 
 from ..errors import BacktraceError, UsageError
@@ -38,30 +34,16 @@ def trace(script: str, args: tuple[str, ...], call: int, module: str | None,
       backtrace trace --call 2 train.py --epochs 1
     """
     from ..files import write_atomic
+    from ..scripts import run_script
     from ..render.torch_table import TorchTraceView
     from ..tracer import trace as tracer
     from .output import console, is_terminal
 
-    path = Path(script)
-    if not path.is_file():
-        raise UsageError(f"no such script: {script}")
-    saved_argv, saved_path = sys.argv[:], sys.path[:]
-    sys.argv = [str(path), *args]
-    sys.path.insert(0, str(path.resolve().parent))
-    failure: BaseException | None = None
-    try:
-        with tracer(level=level, stop_after=call) as t:
-            try:
-                runpy.run_path(str(path), run_name="__main__")
-            except SystemExit as exc:
-                if exc.code not in (None, 0):
-                    failure = exc
-            except BacktraceError:
-                raise
-            except Exception as exc:  # the script's own error: report it after what was traced
-                failure = exc
-    finally:
-        sys.argv, sys.path = saved_argv, saved_path
+    with tracer(level=level, stop_after=call) as t:
+        run = run_script(script, args)
+    if isinstance(run.error, BacktraceError):
+        raise run.error
+    failure = run.error
     if len(t.traces) < call:
         made = t.calls
         why = f"; it stopped with {_describe(failure)}" if failure is not None else ""

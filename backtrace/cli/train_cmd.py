@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import patches
 from ..errors import UsageError
 
 
@@ -27,9 +28,7 @@ def train(script: str, args: tuple[str, ...], dataset_size: int | None, batch_si
     gradients, a rising loss, dead ReLU layers), then per optimizer: a step table, the last step
     per parameter, a loss curve and a summary. Options go before SCRIPT; everything after it is
     the script's own."""
-    import runpy
-    import traceback
-
+    from ..scripts import run_script
     from ..training.plots import check_suffix
     from .output import console
 
@@ -39,24 +38,16 @@ def train(script: str, args: tuple[str, ...], dataset_size: int | None, batch_si
         if path:
             check_suffix(path)
     session = Session(Path(script).resolve(), dataset_size, batch_size)
-    argv, syspath = sys.argv[:], sys.path[:]
-    sys.argv = [script, *args]
-    sys.path.insert(0, str(Path(script).resolve().parent))
-    code = 0
     session.start()
     try:
-        runpy.run_path(script, run_name="__main__")
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception:  # the script's own error: show its traceback, then what was recorded
-        traceback.print_exc()
-        code = 1
+        run = run_script(script, args)
     finally:
         session.stop()
-        sys.argv, sys.path[:] = argv, syspath
+    if run.error is not None and not isinstance(run.error, SystemExit):
+        click.echo(run.traceback_text(), err=True, nl=False)  # the script's own error, whole
     report(console(), session, rows, plot, flow)
-    if code:
-        sys.exit(code)
+    if run.exit_code:
+        sys.exit(run.exit_code)
 
 
 class Session:
@@ -68,34 +59,26 @@ class Session:
         self.order: list = []
         self.last_loss: float | None = None
         self._handles: list = []
-        self._backward = None
 
     def start(self) -> None:
-        import torch
         from torch.optim.optimizer import (register_optimizer_step_post_hook,
                                            register_optimizer_step_pre_hook)
 
         self._handles = [register_optimizer_step_pre_hook(self._pre),
                          register_optimizer_step_post_hook(self._post)]
         # Before a watch exists (the first step) the loss is caught here.
-        self._backward = original = torch.Tensor.backward
+        self._handles.append(patches.patch("Tensor.backward", self._capture_loss))
 
-        def backward(tensor, *args, **kwargs):
-            if tensor.numel() == 1:
-                self.last_loss = float(tensor.detach())
-            return original(tensor, *args, **kwargs)
-
-        torch.Tensor.backward = backward
+    def _capture_loss(self, call, tensor, *args, **kwargs):
+        if tensor.numel() == 1:
+            self.last_loss = float(tensor.detach())
+        return call(tensor, *args, **kwargs)
 
     def stop(self) -> None:
-        import torch
-
         for w in self.order:
             w.detach()
         for h in self._handles:
             h.remove()
-        if self._backward is not None:
-            torch.Tensor.backward = self._backward
 
     def _pre(self, optimizer, args, kwargs) -> None:
         from ..training.watch import Watch

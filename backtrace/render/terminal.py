@@ -1,18 +1,16 @@
 """The explain view as rich renderables: forward table, backward table, chain-rule derivations."""
 from __future__ import annotations
 
-
-from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 from ..derive import Derivation, derivations, product
-from ..traces import Step, Trace
+from ..traces import Edge, Step, Trace
 from ..values import describe
+from . import tables
+from .tables import MAX_ROWS
 
-BOXES = {"table": box.ROUNDED, "plain": None, "markdown": box.MARKDOWN}
-MAX_ROWS = 200  # beyond this a table shows its head and says how much it left out
 MAX_DERIVATION_NODES = 2_000  # path enumeration is for teaching-size graphs
 
 
@@ -20,38 +18,34 @@ fmt = describe  # a table cell: numbers short, tensors by shape and norm, None a
 
 
 class ExplainView:
-    """Everything `backtrace explain` prints for one trace, in one of the styles of BOXES."""
+    """Everything `backtrace explain` prints for one trace, in one of the styles of STYLES."""
 
     def __init__(self, trace: Trace, style: str = "table", upto: int | None = None) -> None:
         self.trace, self.style, self.upto = trace, style, upto
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.heading("Forward pass: values in topological order")
-        yield forward_table(self.trace, BOXES[self.style])
-        yield self.heading("Backward pass: upstream × local = contribution, in execution order")
-        yield backward_table(self.trace, BOXES[self.style], self.upto)
+        yield heading("Forward pass: values in topological order", self.style)
+        yield forward_table(self.trace, self.style)
+        yield heading("Backward pass: upstream × local = contribution, in execution order",
+                      self.style)
+        yield backward_table(self.trace, self.style, self.upto)
         if self.upto is None:
-            yield self.heading(f"Gradients of {self.trace.output} (chain rule along every path)")
+            yield heading(f"Gradients of {self.trace.output} (chain rule along every path)",
+                          self.style)
             yield derivation_text(self.trace)
 
-    def heading(self, text: str) -> Text:
-        if self.style == "markdown":
-            return Text(f"\n## {text}\n")
-        return Text(f"\n{text}", style="bold")
+
+def heading(text: str, style: str) -> Text:
+    """A section heading: bold, or a Markdown heading."""
+    if style == "markdown":
+        return Text(f"\n## {text}\n")
+    return Text(f"\n{text}", style="bold")
 
 
-def _table(title_box, *columns: str) -> Table:
-    table = Table(box=title_box, show_edge=title_box is not None, pad_edge=title_box is not None,
-                  header_style="bold")
-    for c in columns:
-        table.add_column(c, justify="right" if c in ("value", "upstream", "local", "contribution",
-                                                    "gradient") else "left")
-    return table
-
-
-def forward_table(trace: Trace, style=box.ROUNDED) -> Table:
+def forward_table(trace: Trace, style: str = "table") -> Table:
     """node | expression | value | gradient, in topological order."""
-    table = _table(style, "node", "expression", "value", "gradient")
+    table = tables.table(("node", "expression", "value", "gradient"), style,
+                         right=("value", "gradient"))
     nodes = trace.nodes
     for n in nodes[:MAX_ROWS]:
         name = Text(n.id, style="bold green" if n.id == trace.output else
@@ -68,30 +62,38 @@ def fan_in(trace: Trace, node_id: str) -> str:
     return " + ".join(f"({fmt(p)})" for p in parts) if len(parts) > 1 else ""
 
 
-def backward_table(trace: Trace, style=box.ROUNDED, upto: int | None = None) -> Table:
-    """One row per edge: step, node, upstream, input, local rule, local, contribution."""
-    table = _table(style, "step", "node", "upstream", "input", "local derivative", "local",
-                   "contribution")
-    steps = trace.steps
-    shown = len(steps) if upto is None else upto
-    big = len(trace.nodes) > MAX_DERIVATION_NODES
-    for step in steps[: min(shown, MAX_ROWS)]:
-        _step_rows(trace, table, step, big)
-    if min(shown, len(steps)) > MAX_ROWS:
-        table.add_row("…", f"{min(shown, len(steps)) - MAX_ROWS:,} more steps", *[""] * 5)
-    return table
-
-
-def _step_rows(trace: Trace, table: Table, step: Step, big: bool) -> None:
+def _upstream(trace: Trace, step: Step, edge: Edge | None) -> str:
     up = fmt(step.upstream)
-    summed = "" if big else fan_in(trace, step.node)
-    if summed:
-        up = f"{summed} = {up}"
-    for k, e in enumerate(step.edges):
-        rule = f"∂{step.node}/∂{e.input} = {e.rule}" if e.rule else ""
-        contribution = fmt(e.contribution) if e.contribution is not None else e.note or "—"
-        table.add_row(str(step.index + 1) if k == 0 else "", step.node if k == 0 else "",
-                      up if k == 0 else "", e.input, rule, fmt(e.local), contribution)
+    summed = "" if len(trace.nodes) > MAX_DERIVATION_NODES else fan_in(trace, step.node)
+    return f"{summed} = {up}" if summed else up
+
+
+def _rule(trace: Trace, step: Step, e: Edge | None) -> str:
+    return f"∂{step.node}/∂{e.input} = {e.rule}" if e is not None and e.rule else ""
+
+
+def _contribution(trace: Trace, step: Step, e: Edge | None) -> str:
+    if e is None:
+        return "—"
+    return fmt(e.contribution) if e.contribution is not None else e.note or "—"
+
+
+# The explain view's backward table: the chain rule of each edge, as the board shows it.
+COLUMNS = (
+    tables.Column("step", lambda t, s, e: str(s.index + 1), per_step=True),
+    tables.Column("node", lambda t, s, e: s.node, per_step=True),
+    tables.Column("upstream", _upstream, per_step=True, right=True),
+    tables.Column("input", lambda t, s, e: e.input if e is not None else "—"),
+    tables.Column("local derivative", _rule),
+    tables.Column("local", lambda t, s, e: fmt(e.local) if e is not None else "", right=True),
+    tables.Column("contribution", _contribution, right=True),
+)
+
+
+def backward_table(trace: Trace, style: str = "table", upto: int | None = None) -> Table:
+    """One row per edge: step, node, upstream, input, local rule, local, contribution."""
+    steps = trace.steps if upto is None else trace.steps[:upto]
+    return tables.backward_table(trace, COLUMNS, style, steps)
 
 
 def derivation_line(d: Derivation) -> str:

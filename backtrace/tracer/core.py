@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import NothingToTraceError, UsageError
 from ..traces import Edge, Step, Trace, TraceNode
 from ..values import TensorStats
+from .. import patches
 from . import compat
 
 LEVELS = ("stats", "full")
@@ -190,47 +191,8 @@ class _Mode(TorchFunctionMode):
         return out
 
 
-_TARGETS = ((torch.Tensor, "backward", "backward"), (torch.autograd, "backward", "backward"),
-            (torch.autograd, "grad", "grad"))
-_lock = threading.Lock()
-_active: list[Tracer] = []  # tracers inside their context, every thread, in order of entry
-_originals: list[tuple[Any, str, Any, Any]] = []  # (owner, attr, original, our wrapper)
-
-
-def _dispatcher(original: Any, kind: str) -> Any:
-    """The wrapper installed while any tracer is on: runs the calling thread's tracers, newest first."""
-
-    @functools.wraps(original)
-    def traced(*args: Any, **kwargs: Any) -> Any:
-        me = threading.get_ident()
-        call = original
-        for tracer in [t for t in tuple(_active) if t._thread == me]:  # a copy: others may exit
-            call = tracer._wrap(call, kind)
-        return call(*args, **kwargs)
-
-    return traced
-
-
-def _install(tracer: Tracer) -> None:
-    with _lock:
-        if not _active:
-            for owner, attr, kind in _TARGETS:
-                original = getattr(owner, attr)
-                wrapper = _dispatcher(original, kind)
-                _originals.append((owner, attr, original, wrapper))
-                setattr(owner, attr, wrapper)
-        _active.append(tracer)
-
-
-def _uninstall(tracer: Tracer) -> None:
-    with _lock:
-        if tracer in _active:
-            _active.remove(tracer)
-        if not _active:
-            for owner, attr, original, wrapper in reversed(_originals):
-                if getattr(owner, attr) is wrapper:  # someone patched over us: leave theirs be
-                    setattr(owner, attr, original)
-            _originals.clear()
+# Where backward calls are intercepted (through backtrace.patches), and what kind of call each is.
+_TARGETS = {"Tensor.backward": "backward", "autograd.backward": "backward", "autograd.grad": "grad"}
 
 
 _MAX_ERRORS = 100
@@ -276,6 +238,7 @@ class Tracer:
         self._params: dict[int, tuple[weakref.ref, str]] = {}
         self._stack: list[str] = []
         self._handles: list[Any] = []
+        self._patches: list[patches.Patch] = []
         self._mode: _Mode | None = None
         self._grad_enabled_at_entry = True
         self._hidden: int | None = None  # module depth at which our mode was taken off the stack
@@ -304,7 +267,7 @@ class Tracer:
             nn_module.register_module_forward_pre_hook(self._module_enter),
             nn_module.register_module_forward_hook(self._module_exit, always_call=True),
         ]
-        _install(self)
+        self._patches = [patches.patch(target, self._around(kind)) for target, kind in _TARGETS.items()]
         self._mode = _Mode(self)
         self._mode.__enter__()
         return self
@@ -318,7 +281,9 @@ class Tracer:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
-            _uninstall(self)
+            for p in self._patches:
+                p.remove()
+            self._patches = []
             self._names_off.update({k: weakref.ref(v) for k, v in self.names.items()})
             self.names = {}
             self._modules.clear()
@@ -453,19 +418,19 @@ class Tracer:
         return self._value(t)
 
     # -- backward
-    def _wrap(self, original: Any, kind: str) -> Any:
+    def _around(self, kind: str) -> Any:
+        """The hook this tracer puts around one backward entry point (see backtrace.patches)."""
         tracer = self
 
-        @functools.wraps(original)
-        def traced(*args: Any, **kwargs: Any) -> Any:
+        def traced(call: Any, *args: Any, **kwargs: Any) -> Any:
             if tracer._paused() or threading.get_ident() != tracer._thread:
-                return original(*args, **kwargs)  # a backward inside a traced backward (checkpoint)
-            frame = sys._getframe(1)  # the user's frame: skip torch's and other tracers' own
+                return call(*args, **kwargs)  # another thread's, or inside a traced backward
+            frame = sys._getframe(1)  # the user's frame: skip torch's, ours and other hooks'
             while frame is not None and frame.f_globals.get("__name__", "").startswith(
-                    ("torch.", "backtrace.tracer")):
+                    ("torch.", "backtrace.tracer", "backtrace.patches")):
                 frame = frame.f_back
             try:
-                return tracer._backward(original, kind, args, kwargs, frame)
+                return tracer._backward(call, kind, args, kwargs, frame)
             finally:
                 del frame
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .. import patches
 from ..errors import UsageError
 from ..values import TensorStats
 
@@ -137,21 +138,6 @@ def named_parameters(model: Any, optimizer: Any = None) -> tuple[dict[str, torch
     return params, layers, kinds
 
 
-# Loss capture: while a watch with capture_loss is active, Tensor.backward also reports the value of
-# the scalar it was called on. One wrapper serves every active watch; it is removed with the last.
-_ACTIVE: list[Watch] = []
-_ORIGINAL_BACKWARD: list[Callable] = []
-
-
-def _backward(self, *args, **kwargs):
-    if self.numel() == 1:
-        value = float(self.detach())
-        for w in _ACTIVE:
-            if w.capture_loss:
-                w._pending_loss = value
-    return _ORIGINAL_BACKWARD[0](self, *args, **kwargs)
-
-
 class Watch:
     """Records a training loop step by step; use as a context manager or call attach()/detach()."""
 
@@ -223,10 +209,8 @@ class Watch:
                 lambda opt, args, kwargs: self.before_step()))
             self._handles.append(self.optimizer.register_step_post_hook(
                 lambda opt, args, kwargs: self.after_step()))
-        if not _ACTIVE:
-            _ORIGINAL_BACKWARD[:] = [torch.Tensor.backward]
-            torch.Tensor.backward = _backward
-        _ACTIVE.append(self)
+        if self.capture_loss:  # the scalar .backward() is called on is the step's loss
+            self._handles.append(patches.patch("Tensor.backward", self._capture_loss))
         if self.accounting and self.log:
             self.log(self.accounting)
         return self
@@ -239,10 +223,11 @@ class Watch:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        if self in _ACTIVE:
-            _ACTIVE.remove(self)
-        if not _ACTIVE and _ORIGINAL_BACKWARD:
-            torch.Tensor.backward = _ORIGINAL_BACKWARD.pop()
+
+    def _capture_loss(self, call: Callable, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if tensor.numel() == 1:
+            self._pending_loss = float(tensor.detach())
+        return call(tensor, *args, **kwargs)
 
     def __enter__(self) -> Watch:
         return self.attach()
@@ -432,13 +417,10 @@ class Watch:
 
     def table(self, last: int | None = None, boxed: bool = False):
         """A rich Table: step, epoch, batch, loss, lr, gradient norm, largest update/weight ratio."""
-        from rich import box
-        from rich.table import Table
+        from ..render.tables import table as make_table
 
-        table = Table(box=box.ROUNDED if boxed else None, show_edge=boxed, pad_edge=boxed,
-                      header_style="bold")
-        for h in ("step", "epoch", "batch", "loss", "lr", "‖∂L/∂W‖", "max ‖ΔW‖/‖W‖"):
-            table.add_column(h, justify="right")
+        heads = ("step", "epoch", "batch", "loss", "lr", "‖∂L/∂W‖", "max ‖ΔW‖/‖W‖")
+        table = make_table(heads, "table" if boxed else "plain", right=heads)
         rows = self.steps if last is None else self.steps[-last:]
         for s in rows:
             ratio = max((p.ratio for p in s.params.values()), default=0.0)
@@ -448,14 +430,13 @@ class Watch:
 
     def layer_table(self, step: int = -1, boxed: bool = False):
         """A rich Table of one step, per parameter: gradient, update, ratio, optimizer state."""
-        from rich import box
-        from rich.table import Table
+        from ..render.tables import table as make_table
 
         s = self.steps[step]
-        table = Table(box=box.ROUNDED if boxed else None, show_edge=boxed, pad_edge=boxed,
-                      header_style="bold", title=f"step {s.step}, per parameter")
-        for h in ("parameter", "shape", "‖grad‖", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖", "optimizer state"):
-            table.add_column(h, justify="left" if h in ("parameter", "optimizer state") else "right")
+        table = make_table(("parameter", "shape", "‖grad‖", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖",
+                            "optimizer state"), "table" if boxed else "plain",
+                           right=("shape", "‖grad‖", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖"),
+                           title=f"step {s.step}, per parameter")
         for p in s.params.values():
             state = ", ".join(f"{k} {v}" if isinstance(v, TensorStats) else f"{k} {_num(v)}"
                               for k, v in p.state.items())

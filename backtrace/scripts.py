@@ -1,0 +1,60 @@
+"""Running a user's script as ``python SCRIPT.py ARGS`` would, inside backtrace's process."""
+from __future__ import annotations
+
+import runpy
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+
+@dataclass
+class ScriptRun:
+    """How a script ended: its exit code as Python would give it, and the exception if any."""
+
+    path: Path
+    exit_code: int = 0
+    error: BaseException | None = None  # what ended it: an exception, or a non-zero SystemExit
+
+    def traceback_text(self) -> str:
+        """The script's traceback as Python prints it, from the script's own frames down."""
+        err = self.error
+        if err is None or isinstance(err, SystemExit):
+            return ""
+        tb = err.__traceback__
+        script = str(self.path)
+        while tb is not None and tb.tb_frame.f_code.co_filename != script:
+            tb = tb.tb_next  # runpy's frames and ours are not the user's
+        return "".join(traceback.format_exception(type(err), err, tb or err.__traceback__))
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The status `sys.exit(code)` gives the shell: None is 0, a number itself, anything else 1."""
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 1
+
+
+def run_script(script: str | Path, args: tuple[str, ...] | list[str] = ()) -> ScriptRun:
+    """Run `script` as __main__ with `args` as its sys.argv[1:] and its folder first on sys.path;
+    both are restored after. Exceptions of the script are returned, not raised (Ctrl-C is raised)."""
+    path = Path(script).resolve()
+    if not path.is_file():
+        raise UsageError(f"no such script: {script}")
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(path.parent))
+    run = ScriptRun(path)
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exc:
+        run.exit_code = exit_code(exc)
+        if run.exit_code:
+            run.error = exc
+    except Exception as exc:  # the script's own error: the caller reports it after what was recorded
+        run.exit_code, run.error = 1, exc
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return run
