@@ -7,7 +7,7 @@ import click
 
 from ..errors import UsageError
 from ..training.optimizers import OPTIMIZERS, SCHEDULES
-from .explain import parse_values
+from .options import parse_values
 
 MAX_STEP_ROWS = 40  # longer runs show their first and last steps
 HEADS = {"step": "lr·m̂/(√v̂+ε)"}  # column titles of optimizer quantities, where the key is not one
