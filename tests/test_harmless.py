@@ -15,7 +15,7 @@ from torch.nn.modules import module as nn_module
 import backtrace
 from backtrace.traces import Trace
 from backtrace import patches
-from backtrace.tracer import core
+from backtrace.tracer import core, stats
 
 LEVELS = ("stats", "full")
 
@@ -484,7 +484,7 @@ def test_a_failure_repeated_every_step_keeps_bounded_records(monkeypatch):
     def broken(t):
         raise RuntimeError("stats exploded")
 
-    monkeypatch.setattr(core, "_stats_vector", broken)
+    monkeypatch.setattr(stats, "stats_vector", broken)
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     with backtrace.trace(max_traces=3) as t:
         for _ in range(150):

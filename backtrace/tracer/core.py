@@ -16,7 +16,6 @@ import sys
 import threading
 import weakref
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +23,11 @@ import torch
 from torch.autograd.function import BackwardCFunction
 from torch.overrides import TorchFunctionMode
 
+from .. import patches
 from ..errors import NothingToTraceError, UsageError
 from ..traces import Edge, Step, Trace, TraceNode
-from ..values import TensorStats
-from .. import patches
-from . import compat
+
+from . import compat, stats
 
 LEVELS = ("stats", "full")
 _KEY = "backtrace"  # our entries in Node.metadata: (_KEY, tracer token)
@@ -45,86 +44,6 @@ class _Stamp:
     inplace: bool = False
     values: dict = field(default_factory=dict)  # output_nr -> value (stats placeholder or tensor)
     module_output: str | None = None
-
-
-class _Pending:
-    """A statistics vector still on the device; resolved to TensorStats with one sync at the end."""
-
-    __slots__ = ("vec", "shape", "dtype", "stats")
-
-    def __init__(self, vec: torch.Tensor | None, shape: tuple[int, ...], dtype: str,
-                 stats: TensorStats | None = None) -> None:
-        self.vec, self.shape, self.dtype = vec, shape, dtype
-        self.stats = None if stats is None else TensorStats(shape, dtype, stats.norm, stats.mean,
-                                                            stats.absmax)
-        if self.stats is not None:
-            self.vec = None
-
-
-def _stats_vector(t: torch.Tensor) -> torch.Tensor:
-    """norm, mean and max |x| of a tensor as one small tensor on its device (no sync)."""
-    x = t.detach()
-    if x.layout != torch.strided:  # sparse gradients (nn.Embedding(sparse=True)): rare, small
-        x = x.to_dense()
-    if x.is_complex():
-        x = x.abs()
-    if not x.is_floating_point():
-        x = x.double()
-    low = x.dtype in (torch.float16, torch.bfloat16)  # accumulate those in float32
-    acc = torch.float32 if low else x.dtype
-    if x.numel() == 0:
-        return torch.zeros(3, dtype=acc, device=x.device)
-    # The statistics ignore element order, and reductions over strided views (the transposed
-    # weight gradients) are many times slower: read the same memory as one flat block instead.
-    x = x.as_strided((x.numel(),), (1,)) if _dense(x) else x.reshape(-1)
-    lo, hi = torch.aminmax(x)
-    return torch.stack((torch.linalg.vector_norm(x, dtype=acc if low else None),
-                        x.mean(dtype=acc) if low else x.mean(), torch.maximum(hi, -lo).to(acc)))
-
-
-@contextmanager
-def _one_thread(enabled: bool = True):
-    """Run the tracer's small reductions on one CPU thread.
-
-    They are memory-bound, and on a busy machine every parallel region waits for a second
-    thread to be scheduled, which costs far more than the reduction itself. The thread count is
-    process-wide: while it is narrowed, torch work of any other Python thread would run on one
-    thread too, and some kernels (convolutions) then sum in another order and change the user's
-    gradients in the last bit. So it is narrowed only while no other Python thread exists.
-    """
-    if not enabled or threading.active_count() != 1:
-        yield
-        return
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def _key(t: torch.Tensor) -> tuple | None:
-    """What identifies a live tensor's contents: its memory, layout and in-place version."""
-    if t.layout != torch.strided:
-        return None
-    return (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, compat.version(t))
-
-
-def _dense(t: torch.Tensor) -> bool:
-    """True when t covers one gap-free block of memory (any order of dimensions)."""
-    if t.layout != torch.strided:
-        return False
-    expected = 1
-    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
-        if size == 1:
-            continue
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def _snake(name: str) -> str:
@@ -362,10 +281,10 @@ class Tracer:
     def _value(self, t: torch.Tensor) -> Any:
         """The recorded form of a tensor: a TensorStats placeholder (stats) or a detached clone (full)."""
         cpu = t.device.type == "cpu" and threading.get_ident() == self._thread
-        with torch.no_grad(), _one_thread(cpu):
+        with torch.no_grad(), stats.one_thread(cpu):
             if self.level == "full":
                 return t.detach().clone()
-            return _Pending(_stats_vector(t), tuple(t.shape), str(t.dtype).removeprefix("torch."))
+            return stats.Pending(stats.stats_vector(t), tuple(t.shape), str(t.dtype).removeprefix("torch."))
 
     def _same_memory(self, t: torch.Tensor, others, records) -> Any:
         """The record of a live tensor holding exactly t's elements (a view of it), if any.
@@ -373,14 +292,14 @@ class Tracer:
         Statistics ignore element order, so a transpose or reshape of a recorded tensor reuses its
         record; both tensors are alive here, so equal memory means equal contents.
         """
-        if self.level != "stats" or not _dense(t):
+        if self.level != "stats" or not stats.dense(t):
             return None
         ptr, n, version = t.data_ptr(), t.numel(), compat.version(t)
         for o, rec in zip(others, records):
-            if isinstance(rec, _Pending) and o is not None and o.data_ptr() == ptr \
+            if isinstance(rec, stats.Pending) and o is not None and o.data_ptr() == ptr \
                     and o.numel() == n and o.dtype == t.dtype and o.device == t.device \
-                    and compat.version(o) == version and _dense(o):
-                return _Pending(rec.vec, tuple(t.shape), rec.dtype, rec.stats)
+                    and compat.version(o) == version and stats.dense(o):
+                return stats.Pending(rec.vec, tuple(t.shape), rec.dtype, rec.stats)
         return None
 
     def _stamp(self, func: Any, out: Any, args: tuple = ()) -> None:
@@ -464,7 +383,7 @@ class Tracer:
             with compat.no_torch_function():
                 # A leaf root's AccumulateGrad lives only while referenced: keep it here, outside
                 # anything a hook can reach, so the hooked node is the one backward runs.
-                keep = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
+                keep = [torch.autograd.graph.get_gradient_edge(r) for r in roots]  # noqa: F841
                 recorder = _Recorder(self, roots, kind, frame if self.frame_names else None)
         except Exception as exc:  # cannot trace this call: run it untraced rather than break it
             self._error(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
@@ -686,7 +605,7 @@ class _Recorder:
         for nr, g in enumerate(grad_outputs):
             sent = self.sent.pop((i, nr), None)
             same = sent is not None and g is not None and sent[0] is not None \
-                and sent[0] == _key(g)
+                and sent[0] == stats.key(g)
             upstream.append(sent[1] if same else self._record(g))
         self.upstream[i] = tuple(upstream)
         downstream = []
@@ -696,7 +615,7 @@ class _Recorder:
                 rec = self._record(g)
             downstream.append(rec)
             if g is not None and c >= 0 and self.fan_in.get((c, nr)) == 1:
-                self.sent[(c, nr)] = (_key(g), rec)
+                self.sent[(c, nr)] = (stats.key(g), rec)
         self.downstream[i] = tuple(downstream)
         if self.kind == "grad":  # leaves do not run under torch.autograd.grad: sum what reaches them
             with torch.no_grad():
@@ -789,8 +708,8 @@ class _Recorder:
                error: BaseException | None) -> Trace:
         """Build the Trace; one device sync resolves every statistic."""
         infos, order = self.infos, self.order
-        pending = [x for x in _walk_values(self._all_values()) if isinstance(x, _Pending)]
-        _resolve(pending)
+        pending = [x for x in _walk_values(self._all_values()) if isinstance(x, stats.Pending)]
+        stats.resolve(pending)
         fix = _finalize
         nodes: list[TraceNode] = []
         for i, info in enumerate(infos):
@@ -915,24 +834,11 @@ def _walk_values(values):
             yield v
 
 
-def _resolve(pending: list[_Pending]) -> None:
-    """One transfer per device turns every statistics vector into TensorStats."""
-    by_device: dict[Any, list[_Pending]] = {}
-    for p in pending:
-        if p.stats is None:
-            by_device.setdefault(p.vec.device, []).append(p)
-    for group in by_device.values():
-        numbers = torch.stack([p.vec.double() for p in group]).tolist()
-        for p, (norm, mean, absmax) in zip(group, numbers):
-            p.stats = TensorStats(p.shape, p.dtype, norm, mean, absmax)
-            p.vec = None
-
-
 def _finalize(v: Any) -> Any:
     """Placeholders to TensorStats, 1×1 Jacobians and 0-d tensors of small locals to floats."""
-    if isinstance(v, _Pending):
+    if isinstance(v, stats.Pending):
         if v.stats is None:
-            _resolve([v])
+            stats.resolve([v])
         return v.stats
     if isinstance(v, tuple):
         return tuple(_finalize(x) for x in v)

@@ -26,6 +26,7 @@ import torch
 
 from .. import patches
 from ..errors import UsageError
+from ..tracer.stats import tensor_stats
 from ..values import TensorStats
 
 EXPLODE = 1e3  # a layer whose gradient norm exceeds this is exploding
@@ -88,14 +89,6 @@ class Finding:
 
     def __str__(self) -> str:
         return self.message
-
-
-def _stats(t: torch.Tensor) -> TensorStats:
-    d = t.detach()
-    empty = d.numel() == 0
-    return TensorStats(tuple(d.shape), str(t.dtype).removeprefix("torch."), _norm(d),
-                       0.0 if empty else float(d.mean(dtype=torch.float64)),
-                       0.0 if empty else float(d.abs().max()))
 
 
 def _norm(t: torch.Tensor) -> float:
@@ -312,7 +305,7 @@ class Watch:
             st = {}
             for key, v in state.get(p, {}).items():
                 if isinstance(v, torch.Tensor):
-                    st[key] = float(v) if v.numel() == 1 and key == "step" else _stats(v)
+                    st[key] = float(v) if v.numel() == 1 and key == "step" else tensor_stats(v)
                 elif isinstance(v, (int, float)):
                     st[key] = float(v)
             params[name] = ParamRecord(name, self.layer_of[name], tuple(p.shape),
