@@ -34,14 +34,12 @@ def is_tensor(x: Any) -> bool:
 
 def _on_torch(op: Op, args: tuple) -> Any:
     torch = sys.modules["torch"]
-    fn = getattr(torch, op.torch)
-    if op.name in ("max", "min"):
-        # torch.maximum/minimum take two tensors: a number joins in the other tensor's dtype and device.
-        like = builtins.next(a for a in args if isinstance(a, torch.Tensor))
-        args = tuple(a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=like.dtype,
-                                                                            device=like.device)
-                     for a in args)
-    return fn(*args)
+    # Some torch functions (maximum, minimum) take tensors only: a number joins in the dtype and
+    # device of the first tensor argument, which is what torch's own promotion would give it.
+    like = builtins.next(a for a in args if isinstance(a, torch.Tensor))
+    args = tuple(a if isinstance(a, torch.Tensor) else
+                 torch.as_tensor(a, dtype=like.dtype, device=like.device) for a in args)
+    return op.torch_function()(*args)
 
 
 def _function(op: Op) -> Callable[..., Any]:
@@ -62,8 +60,8 @@ def _function(op: Op) -> Callable[..., Any]:
         return op.forward(*args)
 
     function.__name__ = function.__qualname__ = op.name
-    function.__doc__ = (f"{op.doc} on Values, numbers and tensors; {op.rule_text(0)}"
-                        + (f", {op.rule_text(1)}" if op.arity > 1 else ""))
+    function.__doc__ = (f"{op.doc} on Values, numbers and tensors; "
+                        + ", ".join(op.rule_text(slot) for slot in range(op.arity)))
     function.__module__ = __name__
     return function
 

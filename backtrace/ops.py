@@ -1,54 +1,81 @@
-"""The op table: one row per op. Parser, engines, renderers and `backtrace ops` all read it.
+"""The op table: one row per op. Parser, engines, `Value`, `backtrace.math`, renderers and
+`backtrace ops` all read it.
 
-Each row holds the op's arity, its forward function on floats, one local-derivative function per
-input (called as ``d(*inputs, out)``, returning ∂out/∂input), the same derivatives as text, its
-symbol, how it is written (infix, prefix or call) and its precedence. Adding an op is one row.
-Derivatives at kinks follow PyTorch (relu'(0) = 0, |x|'(0) = 0, max/min split ties evenly) so the
-two engines agree.
+Each row holds the op's forward function on floats, one local-derivative function per input slot
+(called as ``d(*inputs, out)``, returning ∂out/∂input), the same derivatives as text over the
+operands ``{a}, {b}, {c}, ...`` and ``{out}``, its symbol, how it is written (infix, prefix or call),
+its precedence, its Python operator (`dunder`) and its torch function as a dotted path. Engines loop
+over the slots, so an op of any arity is one row. Derivatives at kinks follow PyTorch (relu'(0) = 0,
+|x|'(0) = 0, max/min split ties evenly, clamp's bounds as torch.clamp) so the two engines agree.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from string import ascii_lowercase
+from typing import Any
 
 INFIX, PREFIX, CALL = "infix", "prefix", "call"
 
 
-@dataclass(frozen=True)
+def operands(arity: int) -> tuple[str, ...]:
+    """The names rules use for the input slots: a, b, c, ..."""
+    return tuple(ascii_lowercase[:arity])
+
+
+@dataclass(frozen=True, kw_only=True)
 class Op:
     """One row of the op table."""
 
     name: str
-    arity: int
     forward: Callable[..., float]
-    derivs: tuple[Callable[..., float], ...]  # d(*inputs, out) -> ∂out/∂input, one per input
-    rules: tuple[str, ...]  # the same derivatives as text over {a}, {b}, {out}
-    symbol: str
+    derivs: tuple[Callable[..., float], ...]  # d(*inputs, out) -> ∂out/∂input, one per input slot
+    rules: tuple[str, ...]  # the same derivatives as text over {a}, {b}, ... and {out}
+    symbol: str = ""  # how it is drawn and parsed; a call's symbol is its name
     kind: str = CALL
     precedence: int = 100  # binding power; calls and atoms bind tightest
     right_assoc: bool = False
-    torch: str = ""  # the torch function the torch engine calls
+    dunder: str = ""  # Python operator on Value: "add" gives __add__ and __radd__, "neg" __neg__
+    spellings: tuple[str, ...] = ()  # more call names for the same op: pow(a, b) beside a ** b
+    torch: str = ""  # the torch function, a dotted path ("torch.add", "torch.nn.functional.relu")
     doc: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.symbol:
+            object.__setattr__(self, "symbol", self.name)
+        if len(self.derivs) != len(self.rules):
+            raise ValueError(f"op {self.name}: one rule text per derivative")
+
+    @property
+    def arity(self) -> int:
+        """How many inputs the op takes: one per local derivative."""
+        return len(self.derivs)
 
     def expression(self, *args: str) -> str:
         """How the op is written over already-formatted operands, e.g. ``a * b``."""
         if self.kind == INFIX:
-            return f"{args[0]} {self.symbol} {args[1]}"
+            return f" {self.symbol} ".join(args)
         if self.kind == PREFIX:
             return f"{self.symbol}{args[0]}"
         return f"{self.symbol}({', '.join(args)})"
 
     def rule(self, slot: int, *names: str, out: str = "out") -> str:
         """The local derivative of input `slot` as text, over the given operand names."""
-        return self.rules[slot].format(**dict(zip("ab", names)), out=out)
+        return self.rules[slot].format(**dict(zip(operands(self.arity), names)), out=out)
 
     def rule_text(self, slot: int) -> str:
         """The textbook form of a rule, e.g. ``d(a*b)/da = b``."""
-        operands = "ab"[: self.arity]
-        expr = self.expression(*operands).replace(" ", "")
-        return f"d({expr})/d{operands[slot]} = {self.rule(slot, *operands, out=expr)}"
+        names = operands(self.arity)
+        expr = self.expression(*names).replace(" ", "")
+        return f"d({expr})/d{names[slot]} = {self.rule(slot, *names, out=expr)}"
+
+    def torch_function(self) -> Callable[..., Any]:
+        """The torch function of this row (imports its module: call only when torch is wanted)."""
+        module, _, attr = self.torch.rpartition(".")
+        return getattr(importlib.import_module(module), attr)
 
 
 def _sigmoid(a: float) -> float:
@@ -70,55 +97,75 @@ def _tie(a: float, b: float, win: float) -> float:
     return 0.5 if a == b else win
 
 
-OPS: dict[str, Op] = {
-    op.name: op
-    for op in (
-        Op("add", 2, operator.add, (lambda a, b, o: 1.0, lambda a, b, o: 1.0), ("1", "1"),
-           "+", INFIX, 10, torch="add", doc="sum"),
-        Op("sub", 2, operator.sub, (lambda a, b, o: 1.0, lambda a, b, o: -1.0), ("1", "-1"),
-           "-", INFIX, 10, torch="sub", doc="difference"),
-        Op("mul", 2, operator.mul, (lambda a, b, o: b, lambda a, b, o: a), ("{b}", "{a}"),
-           "*", INFIX, 20, torch="mul", doc="product"),
-        Op("div", 2, operator.truediv, (lambda a, b, o: 1.0 / b, lambda a, b, o: -a / (b * b)),
-           ("1/{b}", "-{a}/{b}**2"), "/", INFIX, 20, torch="div", doc="quotient"),
-        Op("neg", 1, operator.neg, (lambda a, o: -1.0,), ("-1",), "-", PREFIX, 30,
-           torch="neg", doc="negation"),
-        Op("pow", 2, math.pow, (lambda a, b, o: b * math.pow(a, b - 1.0), _pow_db),
-           ("{b}*{a}**({b}-1)", "{a}**{b}*log({a})"), "**", INFIX, 40, right_assoc=True,
-           torch="pow", doc="power, right-associative; also pow(a, b)"),
-        Op("exp", 1, math.exp, (lambda a, o: o,), ("exp({a})",), "exp", torch="exp",
-           doc="e to the a"),
-        Op("log", 1, math.log, (lambda a, o: 1.0 / a,), ("1/{a}",), "log", torch="log",
-           doc="natural logarithm"),
-        Op("sqrt", 1, math.sqrt, (lambda a, o: 0.5 / o,), ("1/(2*sqrt({a}))",), "sqrt",
-           torch="sqrt", doc="square root"),
-        Op("sin", 1, math.sin, (lambda a, o: math.cos(a),), ("cos({a})",), "sin", torch="sin",
-           doc="sine"),
-        Op("cos", 1, math.cos, (lambda a, o: -math.sin(a),), ("-sin({a})",), "cos",
-           torch="cos", doc="cosine"),
-        Op("tanh", 1, math.tanh, (lambda a, o: 1.0 - o * o,), ("1 - tanh({a})**2",), "tanh",
-           torch="tanh", doc="hyperbolic tangent"),
-        Op("sigmoid", 1, _sigmoid, (lambda a, o: o * (1.0 - o),),
-           ("sigmoid({a})*(1 - sigmoid({a}))",), "sigmoid", torch="sigmoid",
-           doc="logistic 1/(1+exp(-a))"),
-        Op("relu", 1, lambda a: a if a > 0.0 else 0.0, (lambda a, o: 1.0 if a > 0.0 else 0.0,),
-           ("1 if {a} > 0 else 0",), "relu", torch="relu", doc="max(a, 0)"),
-        Op("abs", 1, abs, (lambda a, o: float((a > 0.0) - (a < 0.0)),), ("sign({a})",), "abs",
-           torch="abs", doc="absolute value"),
-        Op("max", 2, lambda a, b: a if a >= b else b,
-           (lambda a, b, o: _tie(a, b, float(a > b)), lambda a, b, o: _tie(a, b, float(b > a))),
-           ("1 if {a} > {b} else 0 (1/2 on a tie)", "1 if {b} > {a} else 0 (1/2 on a tie)"),
-           "max", torch="maximum", doc="larger of two"),
-        Op("min", 2, lambda a, b: a if a <= b else b,
-           (lambda a, b, o: _tie(a, b, float(a < b)), lambda a, b, o: _tie(a, b, float(b < a))),
-           ("1 if {a} < {b} else 0 (1/2 on a tie)", "1 if {b} < {a} else 0 (1/2 on a tie)"),
-           "min", torch="minimum", doc="smaller of two"),
-    )
-}
+def _clamp(a: float, lo: float, hi: float) -> float:
+    return min(max(a, lo), hi)  # torch.clamp: with lo > hi every value becomes hi
+
+
+def _one(*_: float) -> float:
+    return 1.0
+
+
+ROWS = (
+    Op(name="add", forward=operator.add, derivs=(_one, _one), rules=("1", "1"), symbol="+",
+       kind=INFIX, precedence=10, dunder="add", torch="torch.add", doc="sum"),
+    Op(name="sub", forward=operator.sub, derivs=(_one, lambda a, b, o: -1.0), rules=("1", "-1"),
+       symbol="-", kind=INFIX, precedence=10, dunder="sub", torch="torch.sub", doc="difference"),
+    Op(name="mul", forward=operator.mul, derivs=(lambda a, b, o: b, lambda a, b, o: a),
+       rules=("{b}", "{a}"), symbol="*", kind=INFIX, precedence=20, dunder="mul",
+       torch="torch.mul", doc="product"),
+    Op(name="div", forward=operator.truediv,
+       derivs=(lambda a, b, o: 1.0 / b, lambda a, b, o: -a / (b * b)),
+       rules=("1/{b}", "-{a}/{b}**2"), symbol="/", kind=INFIX, precedence=20, dunder="truediv",
+       torch="torch.div", doc="quotient"),
+    Op(name="neg", forward=operator.neg, derivs=(lambda a, o: -1.0,), rules=("-1",), symbol="-",
+       kind=PREFIX, precedence=30, dunder="neg", torch="torch.neg", doc="negation"),
+    Op(name="pow", forward=math.pow, derivs=(lambda a, b, o: b * math.pow(a, b - 1.0), _pow_db),
+       rules=("{b}*{a}**({b}-1)", "{a}**{b}*log({a})"), symbol="**", kind=INFIX, precedence=40,
+       right_assoc=True, dunder="pow", spellings=("pow",), torch="torch.pow",
+       doc="power, right-associative; also pow(a, b)"),
+    Op(name="exp", forward=math.exp, derivs=(lambda a, o: o,), rules=("exp({a})",),
+       torch="torch.exp", doc="e to the a"),
+    Op(name="log", forward=math.log, derivs=(lambda a, o: 1.0 / a,), rules=("1/{a}",),
+       torch="torch.log", doc="natural logarithm"),
+    Op(name="sqrt", forward=math.sqrt, derivs=(lambda a, o: 0.5 / o,), rules=("1/(2*sqrt({a}))",),
+       torch="torch.sqrt", doc="square root"),
+    Op(name="sin", forward=math.sin, derivs=(lambda a, o: math.cos(a),), rules=("cos({a})",),
+       torch="torch.sin", doc="sine"),
+    Op(name="cos", forward=math.cos, derivs=(lambda a, o: -math.sin(a),), rules=("-sin({a})",),
+       torch="torch.cos", doc="cosine"),
+    Op(name="tanh", forward=math.tanh, derivs=(lambda a, o: 1.0 - o * o,),
+       rules=("1 - tanh({a})**2",), torch="torch.tanh", doc="hyperbolic tangent"),
+    Op(name="sigmoid", forward=_sigmoid, derivs=(lambda a, o: o * (1.0 - o),),
+       rules=("sigmoid({a})*(1 - sigmoid({a}))",), torch="torch.sigmoid",
+       doc="logistic 1/(1+exp(-a))"),
+    Op(name="relu", forward=lambda a: a if a > 0.0 else 0.0,
+       derivs=(lambda a, o: 1.0 if a > 0.0 else 0.0,), rules=("1 if {a} > 0 else 0",),
+       torch="torch.nn.functional.relu", doc="max(a, 0)"),
+    Op(name="abs", forward=abs, derivs=(lambda a, o: float((a > 0.0) - (a < 0.0)),),
+       rules=("sign({a})",), torch="torch.abs", doc="absolute value"),
+    Op(name="max", forward=lambda a, b: a if a >= b else b,
+       derivs=(lambda a, b, o: _tie(a, b, float(a > b)), lambda a, b, o: _tie(a, b, float(b > a))),
+       rules=("1 if {a} > {b} else 0 (1/2 on a tie)", "1 if {b} > {a} else 0 (1/2 on a tie)"),
+       torch="torch.maximum", doc="larger of two"),
+    Op(name="min", forward=lambda a, b: a if a <= b else b,
+       derivs=(lambda a, b, o: _tie(a, b, float(a < b)), lambda a, b, o: _tie(a, b, float(b < a))),
+       rules=("1 if {a} < {b} else 0 (1/2 on a tie)", "1 if {b} < {a} else 0 (1/2 on a tie)"),
+       torch="torch.minimum", doc="smaller of two"),
+    Op(name="clamp", forward=_clamp,
+       derivs=(lambda a, lo, hi, o: float(lo <= a <= hi),
+               lambda a, lo, hi, o: float(a < lo < hi),
+               lambda a, lo, hi, o: float(a > hi or hi < lo)),
+       rules=("1 if {b} <= {a} <= {c} else 0", "1 if {a} < {b} < {c} else 0",
+              "1 if {a} > {c} or {c} < {b} else 0"),
+       torch="torch.clamp", doc="a limited to the range b..c (c wins when b > c)"),
+)
+
+OPS: dict[str, Op] = {op.name: op for op in ROWS}
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 
-# How the parser finds ops: infix and prefix by symbol, calls by name (`pow` is both ** and a call).
-INFIX_OPS = {op.symbol: op for op in OPS.values() if op.kind == INFIX}
-PREFIX_OPS = {op.symbol: op for op in OPS.values() if op.kind == PREFIX}
-FUNCTIONS = {op.name: op for op in OPS.values() if op.kind == CALL} | {"pow": OPS["pow"]}
+# How the parser finds ops: infix and prefix by symbol, calls by name (and their other spellings).
+INFIX_OPS = {op.symbol: op for op in ROWS if op.kind == INFIX}
+PREFIX_OPS = {op.symbol: op for op in ROWS if op.kind == PREFIX}
+FUNCTIONS = {op.name: op for op in ROWS if op.kind == CALL} | {
+    name: op for op in ROWS for name in op.spellings}

@@ -26,11 +26,13 @@ class Limits:
     max_nodes: int = 100_000
 
 
+# Operator symbols come from the op table, longest first so ** is not read as two *.
+_SYMBOLS = sorted({*INFIX_OPS, *PREFIX_OPS}, key=lambda t: (-len(t), t))
 _TOKEN = re.compile(
     r"(?P<space>[ \t\r]+)"
     r"|(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|[-+*/(),;=\n])"
+    r"|(?P<op>" + "|".join(map(re.escape, _SYMBOLS)) + r"|[(),;=\n])"
 )
 
 # Characters a Python programmer may try, each with the reason it is refused.

@@ -33,7 +33,7 @@ def run(graph: Graph, values: Mapping[str, float]) -> Trace:
                 tensors.append(torch.tensor(vals[i], dtype=torch.float64,
                                             requires_grad=n.op == INPUT))
             else:
-                fn = getattr(torch, OPS[n.op].torch)
+                fn = OPS[n.op].torch_function()
                 tensors.append(fn(*(tensors[j] for j in n.inputs)))
         floats = [float(t.detach()) for t in tensors]
         check_finite(floats, ids, "value")

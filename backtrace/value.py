@@ -8,7 +8,7 @@ from numbers import Real
 from .engine import NodeFailure, Tape, backward, check_finite, graph_trace, needs_grad
 from .ir import CONST, INPUT, Graph, GraphBuilder
 from .values import format_number
-from .ops import FUNCTIONS, OPS, Op
+from .ops import FUNCTIONS, ROWS, Op
 from .traces import Trace
 
 _created = count()
@@ -107,19 +107,44 @@ def _unary(op: Op):
     return apply
 
 
+def _any_arity(op: Op):
+    """`op(a, b, c, ...)` on Values for an op-table row of three or more inputs."""
+    forward = op.forward
+
+    def apply(*args) -> Value:
+        if len(args) != op.arity:
+            raise TypeError(f"{op.name}() takes {op.arity} arguments, got {len(args)}")
+        vals = tuple(a if a.__class__ is Value else _value(a) for a in args)
+        if NotImplemented in vals:
+            return NotImplemented
+        try:
+            return _node(op, forward(*(v.data for v in vals)), vals)
+        except (ArithmeticError, ValueError) as exc:
+            raise _failure(op, exc, vals) from None
+
+    apply.__name__, apply.__doc__ = op.name, f"{op.doc} ({op.rule_text(0)})"
+    return apply
+
+
 def _swapped(fn):
     return lambda self, other: fn(other, self)
 
 
-# Operators and methods (exp, log, tanh, relu, max, ...) straight from the op table.
-for _dunder, _name in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div"),
-                       ("pow", "pow")):
-    _fn = _binary(OPS[_name])
-    setattr(Value, f"__{_dunder}__", _fn)
-    setattr(Value, f"__r{_dunder}__", _swapped(_fn))
-Value.__neg__ = _unary(OPS["neg"])
+def _method(op: Op):
+    # One and two inputs have their own closures: Values are built in hot Python loops.
+    return {1: _unary, 2: _binary}.get(op.arity, _any_arity)(op)
+
+
+# Operators (a + b, 2 ** a, -a) and methods (exp, log, tanh, relu, max, clamp, ...) straight from
+# the op table: a row's `dunder` names its operator, its call names are the methods.
+for _op in ROWS:
+    if _op.dunder:
+        _fn = _method(_op)
+        setattr(Value, f"__{_op.dunder}__", _fn)
+        if _op.arity == 2:
+            setattr(Value, f"__r{_op.dunder}__", _swapped(_fn))
 for _name, _op in FUNCTIONS.items():
-    setattr(Value, _name, _unary(_op) if _op.arity == 1 else _binary(_op))
+    setattr(Value, _name, _method(_op))
 
 
 def _topological(root: Value) -> list[Value]:
@@ -169,8 +194,7 @@ def _run_backward(root: Value) -> tuple[list[Value], Tape]:
     order = _topological(root)
     index = {v: k for k, v in enumerate(order)}
     ops = [v._op if isinstance(v._op, Op) else None for v in order]
-    ins = [(index[p[0]], index[p[1]]) if len(p) == 2 else (index[p[0]],) if p else ()
-           for p in [v._prev for v in order]]
+    ins = [tuple(map(index.__getitem__, v._prev)) for v in order]
     vals = [v.data for v in order]
     is_input = [v._op is None for v in order]
     tape = Tape(ops, ins, vals)

@@ -13,10 +13,12 @@ from backtrace import Value
 from backtrace.ops import FUNCTIONS
 
 # Points away from kinks and ties, inside every function's domain.
-POINTS = {1: [(0.7,), (1.9,), (0.3,)], 2: [(0.7, 1.3), (1.9, 0.4), (2.5, 1.1)]}
+POINTS = {1: [(0.7,), (1.9,), (0.3,)], 2: [(0.7, 1.3), (1.9, 0.4), (2.5, 1.1)],
+          3: [(0.7, 0.2, 1.3), (1.9, 0.4, 1.5), (0.3, 0.5, 2.0)]}
 MATH = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "sin": math.sin, "cos": math.cos,
         "tanh": math.tanh, "sigmoid": lambda a: 1 / (1 + math.exp(-a)),
-        "relu": lambda a: a if a > 0 else 0.0, "abs": abs, "max": max, "min": min, "pow": math.pow}
+        "relu": lambda a: a if a > 0 else 0.0, "abs": abs, "max": max, "min": min, "pow": math.pow,
+        "clamp": lambda a, lo, hi: min(max(a, lo), hi)}
 
 
 def test_one_function_per_op_table_function():

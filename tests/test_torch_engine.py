@@ -10,7 +10,7 @@ from backtrace import torch_engine  # noqa: E402
 from backtrace.compare import compare  # noqa: E402
 from backtrace.engine import run  # noqa: E402
 from backtrace.errors import DomainError  # noqa: E402
-from backtrace.ops import OPS  # noqa: E402
+from backtrace.ops import OPS, operands  # noqa: E402
 from backtrace.parser import parse  # noqa: E402
 from tests.conftest import NEURON, TEXTBOOK  # noqa: E402
 from tests.test_ops import KINKS, POINTS  # noqa: E402
@@ -61,7 +61,7 @@ def test_neuron_matches_autograd_directly():
 @pytest.mark.parametrize("name,point", [(n, POINTS[n]) for n in sorted(OPS)] + KINKS)
 def test_every_op_agrees_with_the_reference_engine(name, point):
     op = OPS[name]
-    names = "ab"[: op.arity]
+    names = operands(op.arity)
     formula = f"f = {op.expression(*names)}"
     values = dict(zip(names, point))
     if name == "pow" and point[0] < 0:

@@ -13,16 +13,16 @@ def ops() -> None:
     from rich import box
     from rich.table import Table
 
-    from ..ops import CONSTANTS, OPS
+    from ..ops import CALL, CONSTANTS, OPS, operands
     from .output import console, is_terminal
 
     table = Table(title="backtrace ops", header_style="bold", box=box.ROUNDED if is_terminal() else None)
     for column in ("op", "written", "arity", "local derivatives", "meaning"):
         table.add_column(column, no_wrap=column != "meaning")
     for op in OPS.values():
-        written = op.expression(*"ab"[: op.arity])
-        if op.name == "pow":
-            written += "  or  pow(a, b)"
+        written = "  or  ".join([op.expression(*operands(op.arity)),
+                                 *(f"{name}({', '.join(operands(op.arity))})" for name in op.spellings
+                                   if op.kind != CALL)])
         rules = "\n".join(op.rule_text(slot) for slot in range(op.arity))
         table.add_row(op.name, written, str(op.arity), rules, op.doc)
     out = console()
