@@ -14,6 +14,7 @@ from .engine import explain, run
 from .errors import (BacktraceError, DomainError, FormulaSyntaxError, LimitError,
                      MissingValueError, TraceFormatError, UsageError)
 from .parser import Limits, parse
+from .render import display as _display  # noqa: F401  (installs Trace.to_graphviz and Jupyter's picture)
 from .traces import Edge, Step, Trace, TraceNode
 from .value import Value
 from .values import TensorStats
@@ -22,7 +23,9 @@ __version__ = "0.1.0"
 
 # Names whose modules import torch or other heavy packages: loaded on first use only.
 _LAZY = {
+    "export": "backtrace.render.formats:export",
     "trace": "backtrace.tracer:trace",
+    "view": "backtrace.render.formats:view",
     "watch": "backtrace.training.watch:watch",
 }
 

@@ -195,7 +195,7 @@ def _report_columns() -> tuple:
 def _save(trace: Trace, folder: Path, nodeid: str) -> str:
     """Write the trace as JSON and SVG; say where (or why the SVG could not be drawn)."""
     from .errors import BacktraceError
-    from .export import export
+    from .render.formats import export
 
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^\w.-]+", "_", nodeid).strip("_") or "trace"

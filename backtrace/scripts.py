@@ -6,6 +6,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 
@@ -58,3 +59,43 @@ def run_script(script: str | Path, args: tuple[str, ...] | list[str] = ()) -> Sc
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     return run
+
+
+@dataclass
+class ScriptTrace:
+    """One backward call of a script, traced, and how the script ended."""
+
+    trace: Any  # backtrace.traces.Trace
+    run: ScriptRun
+    calls: int  # backward calls the script made (traced or not)
+
+
+def _ordinal(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
+
+
+def describe_end(exc: BaseException) -> str:
+    """How a script stopped, in a few words: 'exit code 3', 'ValueError: bad shape'."""
+    if isinstance(exc, SystemExit):
+        return f"exit code {exc.code}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+
+def trace_script(script: str | Path, args: tuple[str, ...] | list[str] = (), call: int = 1,
+                 level: str = "stats") -> ScriptTrace:
+    """Run `script` with the tracer on and return the trace of its `call`-th backward call (later
+    calls run untraced); a BacktraceError says how many calls it made when there are fewer."""
+    from .errors import BacktraceError
+    from .tracer import trace as tracer
+
+    with tracer(level=level, stop_after=call) as t:
+        run = run_script(script, args)
+    if isinstance(run.error, BacktraceError):
+        raise run.error
+    if len(t.traces) < call:
+        why = f"; it stopped with {describe_end(run.error)}" if run.error is not None else ""
+        if t.calls == 0:
+            raise BacktraceError(f"{script} made no backward call{why} (nothing to trace)")
+        raise BacktraceError(f"{script} made {t.calls} backward call{'s' * (t.calls > 1)}; "
+                             f"--call {call} asks for the {_ordinal(call)}{why}")
+    return ScriptTrace(t.traces[call - 1], run, t.calls)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from .errors import TraceFormatError
 from .values import TensorStats
@@ -149,15 +151,23 @@ class Trace:
             "steps": [_step_dict(s) for s in self.steps],
         }
 
+    @property
+    def scalar(self) -> bool:
+        """True when every value is a plain number (the reference engine, formulas, Values)."""
+        return all(n.value is None or isinstance(n.value, (int, float)) for n in self.nodes)
+
+    # How a trace draws itself (`t.to_graphviz()`, Jupyter's picture). The renderers import this
+    # module, so it never imports them: backtrace.render.display installs itself here when it is
+    # loaded (`import backtrace` loads it), and these methods hand over to it.
+    display: ClassVar[Any] = None
+
     def to_graphviz(self, mode: str = "backward", **options: Any):
-        """The trace as a graphviz.Digraph (see backtrace.render.dot.to_graphviz for options)."""
-        from .render.dot import to_graphviz
-        return to_graphviz(self, mode, **options)
+        """The trace as a graphviz.Digraph, folded like `backtrace render` (options: its flags)."""
+        return self.display.to_graphviz(self, mode, **options)
 
     def _repr_svg_(self) -> str:
         """Jupyter shows a trace as its graph, drawn by the embedded Graphviz engine."""
-        from .render.graphviz_run import render
-        return render(self, "svg").decode()
+        return self.display.svg(self)
 
     def to_json(self, indent: int | None = 2) -> str:
         """The trace as JSON text (schema ``backtrace.trace/1``)."""
@@ -197,6 +207,16 @@ class Trace:
         except json.JSONDecodeError as exc:
             raise TraceFormatError(f"not JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def load(path: str | os.PathLike) -> Trace:
+    """Read a trace file written by `Trace.to_json` (or `-o trace.json`), with one-line errors."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceFormatError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    return Trace.from_json(text)
 
 
 def _same(a: Sequence, b: Sequence) -> bool:

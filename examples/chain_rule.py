@@ -6,13 +6,12 @@ The same numbers on the command line: backtrace explain "q = x + y; f = q * z" -
 from rich.console import Console
 
 import backtrace
-from backtrace.render import render
 
 console = Console()
 
 # 1. From a formula: every forward value, every backward step, every chain-rule product.
 trace = backtrace.explain("q = x + y; f = q * z", x=-2, y=5, z=-4)
-console.print(render(trace, "table"))
+console.print(backtrace.view(trace, "table"))
 
 # 2. The lecture's pattern, "gradient_x = local_gradient x upstream_gradient", read off the trace.
 for step in trace.steps:

@@ -19,10 +19,11 @@ from click.testing import CliRunner
 
 from backtrace import explain
 from backtrace.cli import cli
-from backtrace.export import EXPORTS, export
-from backtrace.render import graphviz_run
+from backtrace.render.formats import FORMATS, export
+from backtrace.render import layout
 from backtrace.errors import RenderError
-from backtrace.render.graphviz_run import options, render, run_dot
+from backtrace.render.draw import draw
+from backtrace.render.layout import run_dot
 
 from .conftest import NEURON, TEXTBOOK
 
@@ -60,11 +61,12 @@ def lecture():
 
 
 def test_exports_registered_by_suffix():
-    assert {"json", "svg", "png", "pdf", "dot", "html"} <= set(EXPORTS)
+    assert {"json", "svg", "png", "pdf", "dot", "html"} <= {s for f in FORMATS.values()
+                                                            for s in f.suffixes}
 
 
 def test_svg_parses_and_holds_every_label_and_value(lecture):
-    texts = svg_texts(render(lecture, "svg"))
+    texts = svg_texts(draw(lecture, "svg"))
     joined = " ".join(texts)
     for node in lecture.nodes:
         assert node.id in texts
@@ -75,13 +77,13 @@ def test_svg_parses_and_holds_every_label_and_value(lecture):
 
 def test_neuron_svg_has_its_gradients():
     formula, values = NEURON
-    texts = svg_texts(render(explain(formula, **values), "svg"))
+    texts = svg_texts(draw(explain(formula, **values), "svg"))
     # CS231n: ∂f/∂w0 = -0.196612, ∂f/∂x0 = 0.393224 (to 6 significant digits).
     assert "-0.196612" in texts and "0.393224" in texts
 
 
 def test_png_is_a_plausible_image(lecture):
-    width, height = png_size(render(lecture, "png"))
+    width, height = png_size(draw(lecture, "png"))
     assert 200 < width < 3000 and 150 < height < 3000
 
 
@@ -90,10 +92,10 @@ def test_embedded_engine_is_the_default_and_is_deterministic(lecture, monkeypatc
 
     monkeypatch.delenv("BACKTRACE_DOT", raising=False)
     expected = Path(sysconfig.get_path("scripts")) / "graphviz-pure"
-    assert graphviz_run.choose_binary() == expected
-    first = render(lecture, "svg")
+    assert layout.choose_binary() == expected
+    first = draw(lecture, "svg")
     assert dot_command.DOT_BINARY == expected  # the graphviz package now uses it too
-    assert render(lecture, "svg") == first
+    assert draw(lecture, "svg") == first
     assert lecture.to_graphviz().pipe(format="svg") == first  # graphviz.Digraph.pipe agrees
 
 
@@ -103,16 +105,16 @@ def test_repr_svg_for_jupyter(lecture):
 
 
 def test_pdf_through_cairosvg_when_no_system_dot(lecture, monkeypatch):
-    monkeypatch.setattr(graphviz_run, "system_binary", lambda: None)
-    pdf = render(lecture, "pdf")
+    monkeypatch.setattr(layout, "system_binary", lambda: None)
+    pdf = draw(lecture, "pdf")
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF") and b"/Page" in pdf
 
 
 def test_pdf_error_says_how_to_get_pdf(lecture, monkeypatch):
-    monkeypatch.setattr(graphviz_run, "system_binary", lambda: None)
+    monkeypatch.setattr(layout, "system_binary", lambda: None)
     monkeypatch.setitem(sys.modules, "cairosvg", None)  # import fails as if not installed
     with pytest.raises(RenderError) as err:
-        render(lecture, "pdf")
+        draw(lecture, "pdf")
     message = str(err.value)
     assert "\n" not in message and "apt-get install graphviz" in message and "backtrace[pdf]" in message
 
@@ -130,13 +132,12 @@ def test_backtrace_dot_selects_a_system_graphviz(lecture, tmp_path, monkeypatch)
     marker = tmp_path / "called"
     script = fake_dot(tmp_path, f'echo "$@" > {marker}\nexec {real} "$@"')
     monkeypatch.setenv("BACKTRACE_DOT", str(script))
-    svg = render(lecture, "svg")
+    svg = draw(lecture, "svg")
     assert marker.read_text().split() == ["-Kdot", "-Tsvg"]
     monkeypatch.delenv("BACKTRACE_DOT")
-    assert svg == render(lecture, "svg")  # same engine behind the script: same picture
+    assert svg == draw(lecture, "svg")  # same engine behind the script: same picture
     marker.unlink()
-    with options(dot=str(script)):  # the --dot flag does the same
-        render(lecture, "svg")
+    draw(lecture, "svg", dot=str(script))  # the --dot flag does the same
     assert marker.exists()
 
 
@@ -144,7 +145,7 @@ def test_pdf_uses_the_system_dot_when_present(lecture, tmp_path, monkeypatch):
     marker = tmp_path / "args"
     script = fake_dot(tmp_path, f'echo "$@" > {marker}\nprintf "%%PDF-1.5 fake"')
     monkeypatch.setenv("BACKTRACE_DOT", str(script))
-    assert render(lecture, "pdf") == b"%PDF-1.5 fake"
+    assert draw(lecture, "pdf") == b"%PDF-1.5 fake"
     assert marker.read_text().split() == ["-Kdot", "-Tpdf"]
 
 
@@ -152,8 +153,8 @@ def test_timeout_is_one_line_and_leaves_no_file(lecture, tmp_path):
     slow = fake_dot(tmp_path, "sleep 5")
     target = tmp_path / "g.svg"
     target.write_text("old picture")
-    with options(dot=str(slow), timeout=0.3), pytest.raises(RenderError) as err:
-        export(lecture, target)
+    with pytest.raises(RenderError) as err:
+        export(lecture, target, dot=str(slow), timeout=0.3)
     assert "took longer than 0.3 s" in str(err.value) and "\n" not in str(err.value)
     assert target.read_text() == "old picture"  # never a half-written file
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".g.svg")] == []
@@ -194,7 +195,7 @@ SUFFIXES = [".svg", ".png", ".pdf", ".dot", ".html", ".json"]
 
 
 def test_every_format_through_explain(tmp_path, monkeypatch):
-    monkeypatch.setattr(graphviz_run, "system_binary", lambda: None)  # same PDF path everywhere
+    monkeypatch.setattr(layout, "system_binary", lambda: None)  # same PDF path everywhere
     outs = [tmp_path / f"g{s}" for s in SUFFIXES]
     args = [a for p in outs for a in ("-o", str(p))]
     result = CliRunner().invoke(cli, ["explain", *LECTURE, *args])
@@ -204,7 +205,7 @@ def test_every_format_through_explain(tmp_path, monkeypatch):
 
 
 def test_every_format_through_render(tmp_path, monkeypatch):
-    monkeypatch.setattr(graphviz_run, "system_binary", lambda: None)
+    monkeypatch.setattr(layout, "system_binary", lambda: None)
     trace_file = tmp_path / "t.json"
     assert CliRunner().invoke(cli, ["explain", *LECTURE, "-o", str(trace_file)]).exit_code == 0
     outs = [tmp_path / f"r{s}" for s in SUFFIXES]

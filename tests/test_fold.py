@@ -12,8 +12,8 @@ from torch import nn
 from backtrace import explain
 from backtrace.errors import LimitError, UsageError
 from backtrace.render.dot import NORM_PALETTE, to_graphviz
-from backtrace.render.fold import compact_indices, fold
-from backtrace.render.graphviz_run import render
+from backtrace.fold import compact_indices, fold
+from backtrace.render.draw import draw
 from backtrace.traces import Trace, TraceNode
 from backtrace.values import TensorStats, norm
 
@@ -175,7 +175,7 @@ def test_blocks_of_different_structure_are_not_merged():
 
 def test_folded_svg_shows_repeats_and_a_colour_bar(net):
     _, _, trace = net
-    svg = render(trace, "svg")
+    svg = draw(trace, "svg")
     texts = svg_texts(svg)
     assert "layers.{0-11} ×12" in texts  # the merged cluster's label
     assert any("log scale" in t for t in texts)
@@ -286,7 +286,7 @@ def test_transformer_fold_drops_below_the_budget(transformer):
     # block's last op, so its box's output gradient is the gradient at block 0's output.
     assert folded.meta["fold"]["depth"] == 3
     assert folded.node("[layers.0.norm2]").meta["grad_out"] == pytest.approx(oracle[0][1], rel=1e-5)
-    texts = svg_texts(render(trace, "svg"))
+    texts = svg_texts(draw(trace, "svg"))
     assert "layers.{0-11} ×12" in texts
 
 

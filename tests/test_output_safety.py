@@ -12,7 +12,7 @@ import pytest
 
 from backtrace import Trace
 from backtrace.errors import BacktraceError
-from backtrace.export import export
+from backtrace.render.formats import export
 from backtrace.files import write_atomic
 from backtrace.traces import Edge, Step, TraceNode
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from backtrace import explain
-from backtrace.render import FORMATS, render
+from backtrace.render.formats import FORMATS, view
 from backtrace.render.terminal import MAX_ROWS, ExplainView
 
 from .conftest import NEURON, TEXTBOOK, render_text
@@ -20,13 +20,13 @@ CASES = {"textbook": TEXTBOOK, "neuron": NEURON,
 @pytest.mark.parametrize("style", ["table", "plain", "markdown"])
 def test_golden(case, style):
     formula, values = CASES[case]
-    text = render_text(render(explain(formula, **values), style))
+    text = render_text(view(explain(formula, **values), style))
     golden = GOLDEN / f"explain_{case}_{style}.txt"
     assert text == golden.read_text(encoding="utf-8")
 
 
 def test_fan_in_sum_is_shown_in_the_upstream_column():
-    text = render_text(render(explain(*CASES["fanout"][:1], **CASES["fanout"][1]), "plain"))
+    text = render_text(view(explain(*CASES["fanout"][:1], **CASES["fanout"][1]), "plain"))
     assert "(12) + (12) + (9) = 33" in text
 
 
@@ -39,10 +39,10 @@ def test_step_view_reveals_steps_one_by_one():
 def test_big_traces_are_cut_with_a_note():
     formula = "+".join(f"x{i}" for i in range(MAX_ROWS + 50))
     t = explain(formula, **{f"x{i}": 1.0 for i in range(MAX_ROWS + 50)})
-    text = render_text(render(t, "plain"))
+    text = render_text(view(t, "plain"))
     assert "more nodes" in text and "more steps" in text
 
 
 def test_every_format_is_registered_with_help():
     assert set(FORMATS) >= {"table", "plain", "markdown", "json"}
-    assert all(help_text for help_text, _ in FORMATS.values())
+    assert all(f.help for f in FORMATS.values())

@@ -91,7 +91,7 @@ def script(tmp_path):
 def test_trace_prints_the_first_backward_call(script, tmp_path):
     import torch
 
-    result = invoke("trace", "--json", str(tmp_path / "t.json"), str(script), "2")
+    result = invoke("trace", "-o", str(tmp_path / "t.json"), str(script), "2")
     assert result.exit_code == 0, result.output
     out = result.output
     assert "trained ['2']" in out  # the script ran with its own arguments

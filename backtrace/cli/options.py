@@ -1,7 +1,9 @@
-"""What several commands parse the same way: input values given on the command line."""
+"""What several commands parse the same way: input values, output files and formats, drawing flags."""
 from __future__ import annotations
 
 import math
+
+import click
 
 from ..errors import MissingValueError, UsageError
 
@@ -35,3 +37,113 @@ def parse_values(tokens: tuple[str, ...]) -> dict[str, float]:
         values[name] = number
         i += 1
     return values
+
+
+# ---------------------------------------------------------------- output options, from the registry
+
+def format_option(f):
+    """--format NAME: how to print, one of the printable formats of the registry."""
+    from ..render.formats import FORMATS, printable
+
+    names = printable()
+    return click.option(
+        "--format", "fmt", type=click.Choice(names), default=None,
+        help="How to print: " + "; ".join(f"{n}: {FORMATS[n].help}" for n in names) + ".")(f)
+
+
+def output_option(f):
+    """-o FILE (repeatable): the file suffix picks the format."""
+    from ..render.formats import FORMATS
+
+    kinds = "; ".join(f"{' '.join('.' + s for s in fmt.suffixes)} {fmt.name}"
+                      for fmt in FORMATS.values() if fmt.suffixes)
+    return click.option("-o", "--output", "outputs", multiple=True, metavar="FILE",
+                        help=f"Also write to FILE; its suffix picks the format ({kinds}). "
+                             "Repeatable; every file is written or none.")(f)
+
+
+def dot_option(f):
+    """--dot PATH: lay out with this Graphviz binary instead of the embedded one."""
+    return click.option("--dot", "dot", metavar="PATH", default=None,
+                        help="Graphviz binary to lay out with (default: the embedded graphviz-pure, "
+                             "or $BACKTRACE_DOT).")(f)
+
+
+def steps_option(f):
+    """--steps DIR: one SVG per backward step."""
+    return click.option("--steps", "steps_dir", metavar="DIR", default=None,
+                        help="Write one SVG per backward step into DIR (step-000.svg is before "
+                             "the backward pass).")(f)
+
+
+def parse_hide(text: str | None) -> tuple[str, ...]:
+    """'accumulate, constants' -> ('accumulate', 'constants'), checked against the HIDE choices."""
+    from ..fold import HIDE
+
+    names = tuple(h.strip() for h in (text or "").split(",") if h.strip())
+    unknown = [h for h in names if h not in HIDE]
+    if unknown:
+        raise UsageError(f"--hide {','.join(unknown)}: choose from {', '.join(HIDE)}")
+    return names
+
+
+def write_outputs(trace, outputs: tuple[str, ...], steps_dir: str | None, **options) -> None:
+    """Every -o file and the --steps folder, then what folding did as notes on stderr."""
+    if not outputs and not steps_dir:
+        return
+    from ..render.formats import export_all
+
+    for note in export_all(trace, outputs, steps=steps_dir, **options):
+        click.echo(f"note: {note}", err=True)
+
+
+def view_of(trace, fmt: str | None, **options):
+    """The trace in format `fmt`, ready for `show` (table on a terminal, plain elsewhere)."""
+    from ..render.formats import view
+    from .output import is_terminal
+
+    return view(trace, fmt or ("table" if is_terminal() else "plain"), **options)
+
+
+def show(shown) -> None:
+    """Print what a format made: text as it is, renderables on the console."""
+    from .output import console
+
+    if isinstance(shown, str):
+        click.echo(shown, nl=not shown.endswith("\n"))
+    else:
+        console().print(shown)
+
+
+def print_view(trace, fmt: str | None, **options) -> None:
+    """The trace in format `fmt` on stdout."""
+    show(view_of(trace, fmt, **options))
+
+
+def drawing_options(f):
+    """--depth --hide --budget --mode --colour --dot --timeout: how a picture of a trace is drawn."""
+    for option in reversed((
+        click.option("--depth", type=click.IntRange(1), default=None,
+                     help="Fold each module N levels deep, with all it holds, into one box "
+                          "(default: the deepest that draws at most ~150 boxes)."),
+        click.option("--hide", "hide", metavar="KINDS", default=None, callback=_hide_callback,
+                     help="Leave out node kinds, comma-separated: accumulate (the AccumulateGrad "
+                          "leaves: parameters and inputs that require grad), constants."),
+        click.option("--budget", type=click.IntRange(1), default=None,
+                     help="Most boxes to hand to dot; past it the graph is folded further "
+                          "(default 1000)."),
+        click.option("--mode", type=click.Choice(["backward", "forward"]), default="backward",
+                     show_default=True, help="forward: values only; backward: gradients too."),
+        click.option("--colour", "--color", "colour", type=click.Choice(["grad", "kind"]),
+                     default=None, help="Fill nodes by gradient norm (log scale) or by kind "
+                                        "(default: grad for tensors)."),
+        dot_option,
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
+                     help="Give up on a layout after this many seconds (default 60)."),
+    )):
+        f = option(f)
+    return f
+
+
+def _hide_callback(ctx: click.Context, param: click.Parameter, value: str | None):
+    return parse_hide(value)

@@ -35,13 +35,6 @@ NORM_PALETTE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a"
                 "#bd0026", "#800026")
 
 
-# ---------------------------------------------------------------- values
-
-def is_scalar_trace(trace: Trace) -> bool:
-    """True when every value is a plain number (the reference engine, Value graphs)."""
-    return all(n.value is None or isinstance(n.value, (int, float)) for n in trace.nodes)
-
-
 # ---------------------------------------------------------------- nodes
 
 def role(trace: Trace, node: TraceNode) -> str:
@@ -67,14 +60,9 @@ def node_title(node: TraceNode) -> str:
     if node.kind == "module":
         return node.meta.get("title", node.id)
     name = str(node.meta.get("name") or node.id)
-    parent = module_of_node(node).rpartition(".")[0]
+    parent = node.module.rpartition(".")[0]
     # Inside its module's cluster a node needs no full path: layers.3.fc1.bias -> fc1.bias.
     return name[len(parent) + 1:] if parent and name.startswith(parent + ".") else name
-
-
-def module_of_node(node: TraceNode) -> str:
-    """The node's dotted module path ("" at the top level or for formula graphs)."""
-    return str(node.meta.get("module", "") or "")
 
 
 @dataclass(frozen=True)
@@ -287,11 +275,11 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
     """The trace as a graphviz.Digraph: values on wires, gradients in red, a legend.
 
     step: draw the backward pass after that many steps (replay). depth/hide/budget: fold torch
-    graphs (see backtrace.render.fold); folding=False draws every node as it is. colour: "grad"
+    graphs (see backtrace.fold); folding=False draws every node as it is. colour: "grad"
     (by gradient norm, log scale) or "kind"."""
     import graphviz
 
-    from .fold import DEFAULT_BUDGET, fold, needs_folding
+    from ..fold import DEFAULT_BUDGET, fold, needs_folding
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -299,7 +287,7 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
     budget = DEFAULT_BUDGET if budget is None else budget
     if folding and needs_folding(trace, depth, hide, budget):
         trace = fold(trace, depth=depth, hide=hide, budget=budget)
-    tensors = not is_scalar_trace(trace)
+    tensors = not trace.scalar
     colour = colour or ("grad" if tensors else "kind")
     scale = norm_scale(trace) if colour == "grad" and mode == "backward" else None
     state = frame(trace, step) if step is not None else None
@@ -392,7 +380,7 @@ def cluster_tree(trace: Trace) -> dict[str, list[TraceNode]]:
     tree: dict[str, list[TraceNode]] = defaultdict(list)
     tree[""]
     for n in trace.nodes:
-        path = str(n.meta.get("module", "") or "")
+        path = n.module
         tree[path].append(n)
         while path:  # make every ancestor exist so nesting has no gaps
             path = path.rpartition(".")[0]

@@ -11,7 +11,9 @@ from pathlib import Path
 from ..errors import LimitError
 from ..files import write_atomic
 from ..traces import Trace
-from .graphviz_run import CURRENT, Options, prepare, run_dot
+from .draw import dot_source, prepare
+from .layout import run_dot
+from .options import Options
 
 MAX_STEPS = 500  # a replay is for reading step by step; past this, fold or use --hide
 _PROLOG = re.compile(rb"^\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?(<!--.*?-->\s*)*", re.S)
@@ -19,28 +21,32 @@ _PROLOG = re.compile(rb"^\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?(<!--.*?-->
 
 def frames(trace: Trace, opts: Options | None = None) -> list[bytes]:
     """SVG of the graph before the backward pass (frame 0) and after each step (1 ... N)."""
-    o = opts or CURRENT.get()
+    o = opts or Options()
     return _frames(prepare(trace, o), o)
 
 
 def _frames(drawn: Trace, o: Options) -> list[bytes]:
-    from .dot import to_graphviz
-
     count = len(drawn.steps)
     if count > MAX_STEPS:
         raise LimitError(f"the backward pass has {count:,} steps, more than a replay shows "
                          f"({MAX_STEPS}): fold the graph (--depth) or hide nodes (--hide)")
-    sources = [to_graphviz(drawn, o.mode, step=k, colour=o.colour).source for k in range(count + 1)]
+    sources = [dot_source(drawn, o, step=k) for k in range(count + 1)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # dot runs in parallel
         return list(pool.map(lambda s: run_dot(s, "svg", o.dot, o.timeout), sources))
 
 
 def write_steps(trace: Trace, directory: str | os.PathLike, opts: Options | None = None) -> list[Path]:
     """Write step-000.svg (before backward) ... step-NNN.svg into `directory`; returns the paths."""
+    o = opts or Options()
+    return write_prepared_steps(prepare(trace, o), directory, o)
+
+
+def write_prepared_steps(drawn: Trace, directory: str | os.PathLike, opts: Options) -> list[Path]:
+    """`write_steps` for an already prepared trace."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for k, svg in enumerate(frames(trace, opts)):
+    for k, svg in enumerate(_frames(drawn, opts)):
         path = folder / f"step-{k:03d}.svg"
         write_atomic(path, svg)
         paths.append(path)
@@ -98,12 +104,16 @@ _SCRIPT = """
 
 def replay_html(trace: Trace, opts: Options | None = None) -> str:
     """One HTML file, no network and no external scripts, stepping through the backward pass."""
+    o = opts or Options()
+    return replay_page(prepare(trace, o), o)
+
+
+def replay_page(drawn: Trace, o: Options) -> str:
+    """`replay_html` for an already prepared trace (its meta is the original's)."""
     from .dot import frame, replay_caption
 
-    o = opts or CURRENT.get()
-    drawn = prepare(trace, o)
     svgs = _frames(drawn, o)
-    title = str(trace.meta.get("formula") or trace.meta.get("model") or trace.output)
+    title = str(drawn.meta.get("formula") or drawn.meta.get("model") or drawn.output)
     sections = []
     for k, svg in enumerate(svgs):
         caption = html.escape(replay_caption(drawn, frame(drawn, k)), quote=True)

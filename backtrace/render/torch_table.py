@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
+from ..errors import UsageError
 from ..traces import Edge, Step, Trace
 from ..values import describe
 from . import tables
@@ -66,6 +67,9 @@ class TorchTraceView:
 
     def __init__(self, trace: Trace, style: str = "table", module: str | None = None) -> None:
         self.trace, self.style, self.module = trace, style, module
+        if module is not None and not any(self._wanted(n.id) for n in trace.nodes):
+            modules = sorted({n.module for n in trace.nodes} - {""})
+            raise UsageError(f"no node in module {module!r} (modules: {', '.join(modules) or 'none'})")
 
     def _wanted(self, node_id: str) -> bool:
         if self.module is None:

@@ -19,9 +19,9 @@ sys.path.insert(0, str(ROOT))
 
 from backtrace import explain  # noqa: E402
 from backtrace.render.dot import to_graphviz  # noqa: E402
-from backtrace.render.fold import fold  # noqa: E402
+from backtrace.fold import fold  # noqa: E402
 from backtrace.errors import RenderError  # noqa: E402
-from backtrace.render.graphviz_run import embedded_binary, run_dot  # noqa: E402
+from backtrace.render.layout import embedded_binary, run_dot  # noqa: E402
 
 TERMS = 10  # sum of tanh(w_i * x_i): 49 nodes
 FORMULAS = {

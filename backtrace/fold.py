@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import LimitError, UsageError
-from ..traces import Edge, Step, Trace, TraceNode
-from ..values import is_tensor, norm, shape_of
+from .errors import LimitError, UsageError
+from .traces import Edge, Step, Trace, TraceNode
+from .values import is_tensor, norm, shape_of
 
 DEFAULT_TARGET = 150  # the default depth is the deepest that draws at most this many boxes
 DEFAULT_BUDGET = 1000  # past this, fold further rather than hand dot a graph it cannot lay out
@@ -21,11 +21,6 @@ HIDE: dict[str, Callable[[TraceNode], bool]] = {
     "accumulate": lambda n: "AccumulateGrad" in (n.op, n.meta.get("torch_type")),
     "constants": lambda n: n.kind == "const",
 }
-
-
-def module_of(node: TraceNode) -> str:
-    """The node's dotted module path ("" at the top level)."""
-    return str(node.meta.get("module", "") or "")
 
 
 def path_depth(path: str) -> int:
@@ -64,7 +59,7 @@ def needs_folding(trace: Trace, depth: int | None, hide: Sequence[str], budget: 
     """True when the trace has modules to cluster, nodes to hide, or more nodes than the budget."""
     if hide or depth is not None or len(trace.nodes) > budget:
         return True
-    return "fold" not in trace.meta and any(module_of(n) for n in trace.nodes)
+    return "fold" not in trace.meta and any(n.module for n in trace.nodes)
 
 
 @dataclass
@@ -89,7 +84,7 @@ class Merge:
 
 
 @dataclass
-class Graph:
+class VisibleGraph:
     """The visible graph: hidden nodes removed and bridged, consumers indexed."""
 
     trace: Trace
@@ -100,7 +95,7 @@ class Graph:
     steps: dict[str, Step] = field(default_factory=dict)
 
 
-def visible_graph(trace: Trace, hide: Sequence[str]) -> Graph:
+def visible_graph(trace: Trace, hide: Sequence[str]) -> VisibleGraph:
     """Remove the hidden kinds of node, wiring each one's inputs to its consumers."""
     unknown = [h for h in hide if h not in HIDE]
     if unknown:
@@ -115,7 +110,7 @@ def visible_graph(trace: Trace, hide: Sequence[str]) -> Graph:
         else:
             nodes.append(n)
             inputs[n.id] = ins
-    g = Graph(trace, nodes, inputs)
+    g = VisibleGraph(trace, nodes, inputs)
     g.by_id = {n.id: n for n in nodes}
     for n in nodes:
         for i in dict.fromkeys(inputs[n.id]):
@@ -124,19 +119,19 @@ def visible_graph(trace: Trace, hide: Sequence[str]) -> Graph:
     return g
 
 
-def signature(g: Graph, members: list[TraceNode], prefix: str) -> tuple:
+def signature(g: VisibleGraph, members: list[TraceNode], prefix: str) -> tuple:
     """The structure of a module instance: ops, relative module paths, wiring and shapes."""
     pos = {n.id: k for k, n in enumerate(members)}
-    return tuple((n.op, n.kind, module_of(n)[len(prefix):],
+    return tuple((n.op, n.kind, n.module[len(prefix):],
                   "" if n.value is None or isinstance(n.value, (int, float)) else shape_of(n.value),
                   tuple(pos.get(i, -1) for i in g.inputs[n.id])) for n in members)
 
 
-def find_merges(g: Graph) -> list[Merge]:
+def find_merges(g: VisibleGraph) -> list[Merge]:
     """Groups of numbered sibling modules (layers.0 ... layers.11) with identical structure."""
     members: dict[str, list[TraceNode]] = defaultdict(list)
     for n in g.nodes:
-        comps = module_of(n).split(".") if module_of(n) else []
+        comps = n.module.split(".") if n.module else []
         for k in range(1, len(comps) + 1):
             if comps[k - 1].isdigit():
                 members[".".join(comps[:k])].append(n)
@@ -182,7 +177,7 @@ def box_id(path: str) -> str:
     return f"[{path}]"
 
 
-def layout(g: Graph, depth: int, merges: list[Merge]) -> Layout:
+def layout(g: VisibleGraph, depth: int, merges: list[Merge]) -> Layout:
     """Fold every module at `depth` into a box and draw each repeated instance once."""
     applied = [m for m in merges if m.depth <= depth]
     alias: dict[str, str] = {}
@@ -199,7 +194,7 @@ def layout(g: Graph, depth: int, merges: list[Merge]) -> Layout:
     box_members: dict[str, list[str]] = defaultdict(list)
     for n in g.nodes:
         rep = resolve(n.id)
-        path = box_path(module_of(g.by_id[rep]), depth)
+        path = box_path(g.by_id[rep].module, depth)
         element = box_id(path) if path is not None else rep
         element_of[n.id] = element
         if rep == n.id:  # later instances of a merged block are drawn by their representative
@@ -218,7 +213,7 @@ def crossing(merges: Sequence[Merge], u: str, v: str) -> bool:
     return False
 
 
-def boundary_norms(g: Graph, members: Sequence[str]) -> tuple[float | None, float | None, list[str]]:
+def boundary_norms(g: VisibleGraph, members: Sequence[str]) -> tuple[float | None, float | None, list[str]]:
     """(input gradient norm, output gradient norm, output node ids) at the boundary of a node set."""
     inside = set(members)
     outs = [u for u in members if u == g.trace.output
@@ -229,7 +224,7 @@ def boundary_norms(g: Graph, members: Sequence[str]) -> tuple[float | None, floa
     return grad_in, grad_out, outs
 
 
-def _in_grad(g: Graph, x: str, inside: set[str]) -> float | None:
+def _in_grad(g: VisibleGraph, x: str, inside: set[str]) -> float | None:
     """The norm of the gradient the node set sends into external input x."""
     node = g.by_id.get(x)
     if node is None or node.grad is None:
@@ -253,7 +248,7 @@ def fold(trace: Trace, depth: int | None = None, hide: Sequence[str] = (),
     """The trace with modules below `depth` folded into boxes (default: the deepest with at most
     `target` boxes), repeated blocks merged, `hide` kinds removed; folds further past `budget`."""
     g = visible_graph(trace, hide)
-    max_depth = max((path_depth(module_of(n)) for n in g.nodes), default=0)
+    max_depth = max((path_depth(n.module) for n in g.nodes), default=0)
     merges = find_merges(g)
     notes: list[str] = []
     candidates = range(1, max_depth + 2)  # max_depth + 1 folds nothing
@@ -285,7 +280,7 @@ def fold(trace: Trace, depth: int | None = None, hide: Sequence[str] = (),
     return _folded_trace(g, lay, notes, max_depth)
 
 
-def _folded_trace(g: Graph, lay: Layout, notes: list[str], max_depth: int) -> Trace:
+def _folded_trace(g: VisibleGraph, lay: Layout, notes: list[str], max_depth: int) -> Trace:
     element_of = lay.element_of
     merged_title = {m.instances[0]: m for m in lay.merges}
     inputs: dict[str, list[str]] = defaultdict(list)
@@ -323,14 +318,14 @@ def _folded_trace(g: Graph, lay: Layout, notes: list[str], max_depth: int) -> Tr
                  tuple(steps), meta)
 
 
-def _box(g: Graph, lay: Layout, element: str, inputs: list[str], merged: dict[str, Merge]) -> TraceNode:
+def _box(g: VisibleGraph, lay: Layout, element: str, inputs: list[str], merged: dict[str, Merge]) -> TraceNode:
     members = lay.box_members[element]
     path = element[1:-1]
     merge = merged.get(path)
     instances = []
     if merge is not None:
         for p in merge.instances:
-            ids = [n.id for n in g.nodes if module_of(n) == p or module_of(n).startswith(p + ".")]
+            ids = [n.id for n in g.nodes if n.module == p or n.module.startswith(p + ".")]
             grad_in, grad_out, _ = boundary_norms(g, ids)
             instances.append({"path": p, "grad_in": grad_in, "grad_out": grad_out})
     grad_in, grad_out, outs = boundary_norms(g, members)

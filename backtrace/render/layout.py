@@ -1,5 +1,6 @@
-"""Running a Graphviz `dot` binary: the embedded graphviz-pure engine by default, a system Graphviz on
-request (`BACKTRACE_DOT=/path/to/dot` or a flag), a timeout, and PDF through a system dot or CairoSVG."""
+"""Laying out DOT with a Graphviz binary: the embedded graphviz-pure engine by default, a system
+Graphviz on request (`BACKTRACE_DOT=/path/to/dot` or --dot), a timeout, and PDF through a system dot
+or CairoSVG."""
 from __future__ import annotations
 
 import os
@@ -7,15 +8,9 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from ..errors import RenderError, UsageError
-from ..traces import Trace
 
 EMBEDDED = "graphviz-pure"
 DEFAULT_TIMEOUT = 60.0  # seconds; a layout that takes longer is reported, not waited for
@@ -107,62 +102,3 @@ def render_pdf(source: str, dot: str | os.PathLike | None = None,
     except (ImportError, OSError):  # OSError: cairocffi found no libcairo
         raise RenderError(f"cannot write PDF: {PDF_HELP}") from None
     return cairosvg.svg2pdf(bytestring=svg)
-
-
-@dataclass(frozen=True)
-class Options:
-    """How traces are drawn: set for a block with `options(...)`, read by the exporters."""
-
-    mode: str = "backward"
-    depth: int | None = None
-    hide: tuple[str, ...] = ()
-    budget: int | None = None
-    colour: str | None = None
-    dot: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    notes: list[str] = field(default_factory=list, compare=False)  # what folding did, for the CLI
-
-
-CURRENT: ContextVar[Options] = ContextVar("backtrace_render_options", default=Options())
-
-
-@contextmanager
-def options(**changes: Any) -> Iterator[list[str]]:
-    """Draw with these options inside the block; yields the list that collects folding notes."""
-    token = CURRENT.set(replace(CURRENT.get(), notes=[], **changes))
-    try:
-        yield CURRENT.get().notes
-    finally:
-        CURRENT.reset(token)
-
-
-def prepare(trace: Trace, opts: Options | None = None) -> Trace:
-    """The trace as it will be drawn: folded when it has modules, hidden kinds or too many nodes."""
-    from .fold import DEFAULT_BUDGET, fold, needs_folding
-
-    o = opts or CURRENT.get()
-    budget = DEFAULT_BUDGET if o.budget is None else o.budget
-    if not needs_folding(trace, o.depth, o.hide, budget):
-        return trace
-    folded = fold(trace, depth=o.depth, hide=o.hide, budget=budget)
-    o.notes.extend(n for n in folded.meta["fold"]["notes"] if n not in o.notes)
-    return folded
-
-
-def to_dot(trace: Trace, step: int | None = None, opts: Options | None = None) -> str:
-    """DOT source of the (prepared) trace."""
-    from .dot import to_graphviz
-
-    o = opts or CURRENT.get()
-    return to_graphviz(prepare(trace, o), o.mode, step=step, colour=o.colour).source
-
-
-def render(trace: Trace, fmt: str, opts: Options | None = None) -> bytes | str:
-    """The trace drawn as dot (text), svg, png or pdf (bytes)."""
-    o = opts or CURRENT.get()
-    source = to_dot(trace, opts=o)
-    if fmt == "dot":
-        return source
-    if fmt == "pdf":
-        return render_pdf(source, o.dot, o.timeout)
-    return run_dot(source, fmt, o.dot, o.timeout)

@@ -1,0 +1,47 @@
+"""How a trace is shown: one set of options that every format, picture and view reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..errors import UsageError
+from ..fold import HIDE
+from .layout import DEFAULT_TIMEOUT
+
+MODES = ("backward", "forward")
+COLOURS = ("grad", "kind")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Drawing options (the CLI's flags of the same names) and the part of the trace to show."""
+
+    mode: str = "backward"  # forward: values only; backward: gradients too
+    depth: int | None = None  # fold modules this deep into boxes (None: the deepest that fits)
+    hide: tuple[str, ...] = ()  # node kinds to leave out (backtrace.fold.HIDE)
+    budget: int | None = None  # most boxes handed to dot (None: backtrace.fold.DEFAULT_BUDGET)
+    colour: str | None = None  # fill by gradient norm ("grad") or by kind (None: grad for tensors)
+    dot: str | None = None  # a Graphviz binary instead of the embedded engine
+    timeout: float = DEFAULT_TIMEOUT  # seconds a layout may take
+    module: str | None = None  # tables: only the nodes inside this module path
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.colour is not None and self.colour not in COLOURS:
+            raise UsageError(f"colour must be one of {', '.join(COLOURS)}, not {self.colour!r}")
+        unknown = [h for h in self.hide if h not in HIDE]
+        if unknown:
+            raise UsageError(f"cannot hide {', '.join(unknown)}: choose from {', '.join(HIDE)}")
+        if self.depth is not None and self.depth < 1:
+            raise UsageError(f"depth must be 1 or more, not {self.depth}")
+
+    @classmethod
+    def of(cls, base: Options | None = None, **changes: Any) -> Options:
+        """`base` (or the defaults) with the given changes; None leaves an option as it is."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown option {', '.join(unknown)} (options: {', '.join(sorted(known))})")
+        given = {k: tuple(v) if k == "hide" else v for k, v in changes.items() if v is not None}
+        return replace(base or cls(), **given)
