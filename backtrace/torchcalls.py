@@ -38,9 +38,12 @@ def user_functions() -> list[type]:
     while stack:
         for sub in stack.pop().__subclasses__():
             stack.append(sub)
-            if not sub.__module__.startswith("torch") and "forward" in sub.__dict__:
+            if not sub.__module__.startswith("torch"):
                 found.append(sub)
     return found
+
+
+_INHERITED = object()  # marks a class whose forward came from a parent
 
 
 class TorchCalls(TorchFunctionMode):
@@ -63,10 +66,13 @@ class TorchCalls(TorchFunctionMode):
 
     def __enter__(self) -> TorchCalls:
         if self.functions:
-            for cls in user_functions():
-                original = cls.__dict__["forward"]
-                cls.forward = staticmethod(self._forward(cls, original))
-                self._restore.append((cls, original))
+            # Each class gets a wrapper of its own, also one that inherits forward, so the call
+            # names the class applied; the functions are read before any class is wrapped.
+            classes = [(cls, cls.__dict__.get("forward", _INHERITED), cls.forward)
+                       for cls in user_functions()]
+            for cls, own, fn in classes:
+                cls.forward = staticmethod(self._forward(cls, fn))
+                self._restore.append((cls, own))
         try:
             return super().__enter__()
         except BaseException:
@@ -80,12 +86,14 @@ class TorchCalls(TorchFunctionMode):
             self._unwrap()
 
     def _unwrap(self) -> None:
-        for cls, original in reversed(self._restore):
-            cls.forward = original
+        for cls, own in reversed(self._restore):
+            if own is _INHERITED:
+                del cls.forward
+            else:
+                cls.forward = own
         self._restore.clear()
 
-    def _forward(self, cls: type, original: Any) -> Callable[..., Any]:
-        fn = original.__func__ if isinstance(original, staticmethod) else original
+    def _forward(self, cls: type, fn: Callable[..., Any]) -> Callable[..., Any]:
         recorder = self
 
         @functools.wraps(fn)  # keeps the signature: apply binds setup_context-style arguments by it

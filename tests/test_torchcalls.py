@@ -54,6 +54,23 @@ def test_custom_functions_are_seen_however_they_are_called(form):
         vars(Square.__dict__["forward"].__func__)
 
 
+class SquareTwice(Square):  # inherits forward: the call must still name the class applied
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 4 * x * g
+
+
+def test_a_subclass_inheriting_forward_is_named_as_applied():
+    x = torch.randn(2, requires_grad=True)
+    calls = []
+    with TorchCalls(calls.append):
+        SquareTwice.apply(x)
+        Square.apply(x)
+    assert [c.func for c in calls if c.custom] == [SquareTwice, Square]
+    assert "forward" not in SquareTwice.__dict__  # inherited again after the block
+
+
 def test_forwards_are_restored_after_an_error():
     before = Square.__dict__["forward"]
     with pytest.raises(ZeroDivisionError):
