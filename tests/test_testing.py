@@ -323,14 +323,13 @@ def test_nothing_to_check_is_a_usage_error():
 
 # ---------------------------------------------------------------- golden traces
 
-def test_golden_round_trip_tolerance_and_first_difference(tmp_path, monkeypatch):
+def test_golden_round_trip_tolerance_and_first_difference(tmp_path):
     path = tmp_path / "golden" / "textbook.json"
     t = backtrace.explain("q = x + y; f = q * z", **TEXTBOOK)
     with pytest.raises(AssertionError, match="no golden trace .* --backtrace-update"):
         assert_trace_matches(t, path)
-    monkeypatch.setattr(bt, "update_goldens", True)
-    assert_trace_matches(t, path)
-    monkeypatch.setattr(bt, "update_goldens", False)
+    with bt.configure(update_goldens=True):
+        assert_trace_matches(t, path)
     assert Trace.from_json(path.read_text()) == t
     assert_trace_matches(t, path)
     # Values within tolerance pass; beyond it the first difference is named.
@@ -365,14 +364,13 @@ def test_golden_of_a_newer_schema_or_malformed_is_a_clear_error(tmp_path):
         assert_trace_matches(backtrace.explain("f = x * y", x=1, y=2), path)
 
 
-def test_golden_of_a_torch_trace(tmp_path, monkeypatch):
+def test_golden_of_a_torch_trace(tmp_path):
     path = tmp_path / "torch.json"
     w = torch.tensor([[1.0, -2.0]], requires_grad=True)
     with backtrace.trace(names={"w": w}, level="full") as t:
         torch.tanh(w @ torch.tensor([[0.5], [0.25]])).sum().backward()
-    monkeypatch.setattr(bt, "update_goldens", True)
-    assert_trace_matches(t.trace, path)
-    monkeypatch.setattr(bt, "update_goldens", False)
+    with bt.configure(update_goldens=True):
+        assert_trace_matches(t.trace, path)
     assert_trace_matches(t.trace, path)
     with backtrace.trace(names={"w": w}, level="full") as t2:
         torch.tanh(w @ torch.tensor([[0.5], [0.5]])).sum().backward()
