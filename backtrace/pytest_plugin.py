@@ -1,12 +1,15 @@
 """pytest plugin (entry point ``pytest11``): the ``backtrace`` fixture, the backward table of the
 last trace in a failing test's report, ``--backtrace-dir`` and ``--backtrace-update``.
 
-Loading the plugin imports neither torch nor the tracer: they load when a test asks for them."""
+Loading the plugin imports neither torch nor the tracer: they load when a test asks for them. It
+changes backtrace.testing only through ``backtrace.testing.configure`` (goldens rewritten for the
+session, traces recorded for the test) and undoes it at the end."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import pytest
 from .traces import Trace
 
 _FIXTURE = pytest.StashKey["BacktraceFixture"]()
-_PREVIOUS_UPDATE = pytest.StashKey[bool]()
+_UNDO_SETTINGS = pytest.StashKey[Callable[[], None]]()
 SECTION = "backtrace: backward pass of the last trace"
 
 
@@ -30,14 +33,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("backtrace_update"):
-        testing = _testing()
-        config.stash[_PREVIOUS_UPDATE] = testing.update_goldens
-        testing.update_goldens = True
+        undo = contextlib.ExitStack()
+        undo.enter_context(_testing().configure(update_goldens=True))
+        config.stash[_UNDO_SETTINGS] = undo.close
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _PREVIOUS_UPDATE in config.stash:  # pytester runs sessions inside sessions: restore
-        _testing().update_goldens = config.stash[_PREVIOUS_UPDATE]
+    undo = config.stash.get(_UNDO_SETTINGS, None)
+    if undo is not None:  # pytester runs sessions inside sessions: restore
+        undo()
 
 
 def _testing() -> Any:
@@ -111,14 +115,13 @@ class BacktraceFixture:
 @pytest.fixture(name="backtrace")
 def _backtrace_fixture(request: pytest.FixtureRequest) -> Iterator[BacktraceFixture]:
     """The tracer scoped to this test (``backtrace.trace(...)``); hooks are removed at the end."""
-    testing = _testing()
     fixture = BacktraceFixture()
     request.node.stash[_FIXTURE] = fixture
-    previous, testing._on_trace = testing._on_trace, fixture.record
     try:
-        yield fixture
+        # Traces that backtrace.testing makes (assert_grads, explain_function) go to the report.
+        with _testing().configure(on_trace=fixture.record):
+            yield fixture
     finally:
-        testing._on_trace = previous
         fixture.close()
 
 

@@ -144,7 +144,7 @@ def test_update_flag_does_not_leak_out_of_the_inner_session(pytester):
 
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     pytester.runpytest("-p", "no:cacheprovider", "--backtrace-update").assert_outcomes(passed=1)
-    assert testing.update_goldens is False
+    assert testing.current_settings().update_goldens is False
 
 
 def test_fixture_records_explain_and_explain_function(pytester):

@@ -277,6 +277,27 @@ def test_a_wrong_node_inside_a_composite_function_is_named_first_in_backward_ord
     assert any(r.startswith("✓") and "SinBackward0" in r for r in rows)
 
 
+swapped_mul = SwappedMul.apply  # an alias taken before check_function starts recording
+
+
+class SwappedMulModule(torch.nn.Module):
+    def forward(self, x, y):
+        return swapped_mul(x, y).sum()
+
+
+@pytest.mark.parametrize("form", [lambda x, y: SwappedMul.apply(x, y).sum(),
+                                  lambda x, y: swapped_mul(x, y).sum(),
+                                  SwappedMulModule()], ids=["apply", "alias", "module"])
+def test_a_wrong_backward_is_named_however_the_function_is_applied(form):
+    forward = MyMul.__dict__["forward"]
+    with pytest.raises(AssertionError) as info:
+        check_function(form, torch.tensor([2.0, 1.5]), torch.tensor([-3.0, 0.5]))
+    # The custom node itself, not the mul inside its forward (which is right).
+    assert str(info.value).startswith("backward of SwappedMulBackward (SwappedMul.apply(x, y)) is "
+                                      "wrong at input slot 0 (x)")
+    assert MyMul.__dict__["forward"] is forward and "forward" not in SwappedMul.__dict__
+
+
 def test_a_backward_that_raises_is_reported_at_its_node():
     with pytest.raises(AssertionError, match=r"backward of RaisingBackwardBackward .* its backward "
                                              r"raised RuntimeError: backward not implemented"):
@@ -323,14 +344,13 @@ def test_nothing_to_check_is_a_usage_error():
 
 # ---------------------------------------------------------------- golden traces
 
-def test_golden_round_trip_tolerance_and_first_difference(tmp_path, monkeypatch):
+def test_golden_round_trip_tolerance_and_first_difference(tmp_path):
     path = tmp_path / "golden" / "textbook.json"
     t = backtrace.explain("q = x + y; f = q * z", **TEXTBOOK)
     with pytest.raises(AssertionError, match="no golden trace .* --backtrace-update"):
         assert_trace_matches(t, path)
-    monkeypatch.setattr(bt, "update_goldens", True)
-    assert_trace_matches(t, path)
-    monkeypatch.setattr(bt, "update_goldens", False)
+    with bt.configure(update_goldens=True):
+        assert_trace_matches(t, path)
     assert Trace.from_json(path.read_text()) == t
     assert_trace_matches(t, path)
     # Values within tolerance pass; beyond it the first difference is named.
@@ -365,19 +385,41 @@ def test_golden_of_a_newer_schema_or_malformed_is_a_clear_error(tmp_path):
         assert_trace_matches(backtrace.explain("f = x * y", x=1, y=2), path)
 
 
-def test_golden_of_a_torch_trace(tmp_path, monkeypatch):
+def test_golden_of_a_torch_trace(tmp_path):
     path = tmp_path / "torch.json"
     w = torch.tensor([[1.0, -2.0]], requires_grad=True)
     with backtrace.trace(names={"w": w}, level="full") as t:
         torch.tanh(w @ torch.tensor([[0.5], [0.25]])).sum().backward()
-    monkeypatch.setattr(bt, "update_goldens", True)
-    assert_trace_matches(t.trace, path)
-    monkeypatch.setattr(bt, "update_goldens", False)
+    with bt.configure(update_goldens=True):
+        assert_trace_matches(t.trace, path)
     assert_trace_matches(t.trace, path)
     with backtrace.trace(names={"w": w}, level="full") as t2:
         torch.tanh(w @ torch.tensor([[0.5], [0.5]])).sum().backward()
     with pytest.raises(AssertionError, match="trace differs from golden"):
         assert_trace_matches(t2.trace, path)
+
+
+def test_configure_sets_settings_for_its_block_and_puts_each_back():
+    seen = []
+    assert bt.current_settings() == bt.Settings()
+    with bt.configure(on_trace=seen.append):
+        outer = bt.configure(update_goldens=True)
+        outer.__enter__()
+        explain_function("f = x * y", x=3, y=4)
+        with pytest.raises(ValueError):
+            with bt.configure(on_trace=None):
+                assert bt.current_settings() == bt.Settings(update_goldens=True)
+                raise ValueError
+        assert bt.current_settings().on_trace == seen.append
+        assert_grads("f = x * y", {"x": 1, "y": 2}, engines=("reference", "numeric"))
+    # The blocks ended out of order: each put back only what it changed.
+    assert bt.current_settings() == bt.Settings(update_goldens=True)
+    outer.__exit__(None, None, None)
+    assert bt.current_settings() == bt.Settings()
+    assert [t.engine for t in seen] == ["reference", "reference"]
+    with pytest.raises(UsageError, match="no testing setting 'update'"):
+        with bt.configure(update=True):
+            pass
 
 
 def test_testing_imports_neither_torch_nor_pytest():
