@@ -118,8 +118,9 @@ def loss_rising(w: Watched, r: StepRecord) -> Finding | None:
         return None
     now = sum(chunk) / window
     start = next(s.loss for s in w.steps if s.loss is not None)  # before any learning
+    # first loss, lowest and last windowed mean
     first, low, last = w.check_state.get("loss-rising") or (start, start, None)
-    w.check_state["loss-rising"] = (first, min(low, now), now)  # first loss, lowest, last mean
+    w.check_state["loss-rising"] = (first, min(low, now), now)
     if first <= 0:
         return None
     if not ((last is None or now > last) and now >= RISE_FACTOR * low and now - low >= 0.1 * first):

@@ -68,6 +68,8 @@ class Watched(Protocol):
 
     model: Any
     optimizer: Any
+    dataset_size: int | None
+    batch_size: int | None
     steps: list[StepRecord]
     warnings: list[Finding]
     counts: dict[tuple[str, str], int]  # (kind, layer) -> steps it was found at
@@ -79,9 +81,12 @@ class Watched(Protocol):
     check_state: dict[str, Any]  # what checks remember between steps, by kind
 
     @property
-    def steps_per_epoch(self) -> int | None: ...
+    def steps_per_epoch(self) -> int | None:
+        """ceil(dataset_size / batch_size), or None when they are not given."""
 
     @property
-    def accounting(self) -> str | None: ...
+    def accounting(self) -> str | None:
+        """The samples/batch/steps-per-epoch line, or None."""
 
-    def weight_norm(self, name: str) -> float: ...
+    def weight_norm(self, name: str) -> float:
+        """The norm of a parameter's weights now."""

@@ -6,12 +6,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .optimizers import OPTIMIZERS
 from .records import Watched
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.console import Console
+    from rich.table import Table
+
     from .descend import Descent
 
 MAX_STEP_ROWS = 40  # longer runs show their first and last steps
@@ -32,12 +36,12 @@ def _nan(v: float | None) -> float:
 
 # ---------------------------------------------------------------------- watch
 
-def accounting(dataset_size: int | None, batch_size: int | None) -> str | None:
+def accounting(w: Watched) -> str | None:
     """'1000 samples, batch 100 -> 10 steps per epoch' with what that means."""
-    if batch_size is None:
+    spe = w.steps_per_epoch
+    if spe is None:
         return None
-    n, b = dataset_size, batch_size
-    spe = -(-n // b)
+    n, b = w.dataset_size, w.batch_size
     last = n - (spe - 1) * b
     tail = "" if last == b else f"; the last batch has {last} sample{'s' * (last != 1)}"
     return (f"{n} samples, batch {b} -> {spe} step{'s' * (spe != 1)} per epoch (each step "
@@ -45,7 +49,7 @@ def accounting(dataset_size: int | None, batch_size: int | None) -> str | None:
             f"step{'s' * (spe != 1)} every sample has been seen once = 1 epoch)")
 
 
-def steps_table(w: Watched, last: int | None = None, boxed: bool = False) -> Any:
+def steps_table(w: Watched, last: int | None = None, boxed: bool = False) -> Table:
     """A rich Table: step, epoch, batch, loss, lr, gradient norm, largest update/weight ratio."""
     from ..render.tables import table as make_table
 
@@ -59,7 +63,7 @@ def steps_table(w: Watched, last: int | None = None, boxed: bool = False) -> Any
     return table
 
 
-def layer_table(w: Watched, step: int = -1, boxed: bool = False) -> Any:
+def layer_table(w: Watched, step: int = -1, boxed: bool = False) -> Table:
     """A rich Table of one step, per parameter: gradient, update, ratio, optimizer state."""
     from ..render.tables import table as make_table
     from ..values import TensorStats
@@ -110,14 +114,14 @@ def summary(w: Watched) -> str:
     return "\n".join(lines)
 
 
-def loss_figure(w: Watched) -> Any:
+def loss_figure(w: Watched) -> Figure:
     """A matplotlib Figure of the loss per step."""
     from .plots import loss_curves
 
     return loss_curves({"loss": [_nan(s.loss) for s in w.steps]}, "Training loss")
 
 
-def gradient_flow_figure(w: Watched) -> Any:
+def gradient_flow_figure(w: Watched) -> Figure:
     """A matplotlib Figure: per-layer gradient norm and update/weight ratio at each step."""
     from .plots import gradient_flow
 
@@ -133,7 +137,7 @@ def gradient_flow_figure(w: Watched) -> Any:
 
 # ---------------------------------------------------------------------- backtrace train
 
-def print_report(out: Any, watches: Sequence[Watched], rows: int, plot: str | None,
+def print_report(out: Console, watches: Sequence[Watched], rows: int, plot: str | None,
                  flow: str | None) -> None:
     """Per optimizer: step table, last step per parameter, loss curve, summary; then the charts."""
     from .plots import save
@@ -172,7 +176,7 @@ def descent_heading(d: Descent) -> str:
             f"{len(d.steps)} steps" + (f" ({fixed} fixed)" if fixed else ""))
 
 
-def descent_table(d: Descent, boxed: bool) -> Any:
+def descent_table(d: Descent, boxed: bool) -> Table:
     """One row per (step, variable): value, gradient, optimizer quantities, update, new value, loss."""
     from ..render.tables import table as make_table
     from ..values import format_number as f
@@ -207,7 +211,7 @@ def descent_table(d: Descent, boxed: bool) -> Any:
     return table
 
 
-def print_descent(out: Any, d: Descent, boxed: bool) -> None:
+def print_descent(out: Console, d: Descent, boxed: bool) -> None:
     """One run: heading, the optimizer's rule, the step table, a loss curve and the verdict."""
     from .textplot import ascii_curve
 
@@ -220,7 +224,7 @@ def print_descent(out: Any, d: Descent, boxed: bool) -> None:
               highlight=False)
 
 
-def comparison_table(runs: Sequence[Descent], boxed: bool) -> Any:
+def comparison_table(runs: Sequence[Descent], boxed: bool) -> Table:
     """One row per run: its start, end, final loss and verdict."""
     from ..render.tables import table as make_table
 
@@ -233,7 +237,7 @@ def comparison_table(runs: Sequence[Descent], boxed: bool) -> Any:
     return table
 
 
-def print_comparison(out: Any, runs: Sequence[Descent], boxed: bool) -> None:
+def print_comparison(out: Console, runs: Sequence[Descent], boxed: bool) -> None:
     """Several runs: what varies, a small loss curve per run, and the comparison table."""
     from .textplot import ascii_curve
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,10 @@ from ..tracer.stats import tensor_stats
 from . import views
 from .checks import CHECKS, EXPLODE, RISE, VANISH
 from .records import Finding, ParamRecord, StepRecord, TrainingWarning
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.table import Table
 
 __all__ = ["Finding", "ParamRecord", "StepRecord", "TrainingWarning", "Watch", "named_parameters",
            "watch"]
@@ -117,7 +121,7 @@ class Watch:
     @property
     def accounting(self) -> str | None:
         """'1000 samples, batch 100 -> 10 steps per epoch' with what that means."""
-        return views.accounting(self.dataset_size, self.batch_size)
+        return views.accounting(self)
 
     # ------------------------------------------------------------------ hooks
     def attach(self) -> Watch:
@@ -293,11 +297,11 @@ class Watch:
         """The loss of every step (None where none was recorded)."""
         return [s.loss for s in self.steps]
 
-    def table(self, last: int | None = None, boxed: bool = False):
+    def table(self, last: int | None = None, boxed: bool = False) -> Table:
         """A rich Table: step, epoch, batch, loss, lr, gradient norm, largest update/weight ratio."""
         return views.steps_table(self, last, boxed)
 
-    def layer_table(self, step: int = -1, boxed: bool = False):
+    def layer_table(self, step: int = -1, boxed: bool = False) -> Table:
         """A rich Table of one step, per parameter: gradient, update, ratio, optimizer state."""
         return views.layer_table(self, step, boxed)
 
@@ -309,11 +313,11 @@ class Watch:
         """Accounting, steps and epochs seen, and every warning with how often it happened."""
         return views.summary(self)
 
-    def loss_figure(self):
+    def loss_figure(self) -> Figure:
         """A matplotlib Figure of the loss per step."""
         return views.loss_figure(self)
 
-    def gradient_flow_figure(self):
+    def gradient_flow_figure(self) -> Figure:
         """A matplotlib Figure: per-layer gradient norm and update/weight ratio at each step."""
         return views.gradient_flow_figure(self)
 
