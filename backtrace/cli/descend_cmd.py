@@ -9,9 +9,6 @@ from ..errors import UsageError
 from ..training.optimizers import OPTIMIZERS, SCHEDULES
 from .options import parse_values
 
-MAX_STEP_ROWS = 40  # longer runs show their first and last steps
-HEADS = {"step": "lr·m̂/(√v̂+ε)"}  # column titles of optimizer quantities, where the key is not one
-
 _EPILOG = (
     "\b\nEvery input given a start value is optimized; --fix NAME keeps it constant, --fix NAME=V\n"
     "gives it a value too. Optimizers:\n"
@@ -64,9 +61,32 @@ def descend(formula: str, values: tuple[str, ...], lr: float, steps: int, optimi
     Prints a step table (each variable, its gradient, the update the optimizer applied, the new
     value, the loss), a loss curve and a verdict: converged, too slow, or diverged."""
     from ..parser import parse
-    from ..training.descend import descend as run_descent
-    from .output import console
+    from ..training.descend import descend_runs
+    from ..training.views import print_comparison, print_descent
+    from .output import console, is_terminal
 
+    start, fixed = _inputs(values, fixes)
+    if plot:
+        from ..training.plots import check_suffix
+        check_suffix(plot)
+    if sum(x is not None for x in (compare_lr, compare, starts)) > 1:
+        raise UsageError("use one of --compare-lr, --compare and --starts at a time")
+    graph = parse(formula)
+    out = console()
+    runs = descend_runs(graph, start, fixed, lr=lr, steps=steps, optimizer=optimizer,
+                        schedule=schedule, **_variants(start, compare_lr, compare, starts))
+    if compare_lr or compare or starts:
+        print_comparison(out, runs, is_terminal())
+    else:
+        print_descent(out, runs[0], is_terminal())
+    if plot:
+        from ..training.plots import descent_figure, save
+        save(descent_figure(runs), plot)
+        out.print(f"chart written to {plot}")
+
+
+def _inputs(values: tuple[str, ...], fixes: tuple[str, ...]) -> tuple[dict, dict]:
+    """(start values of the optimized inputs, values of the fixed ones) from --NAME V and --fix."""
     start = parse_values(values)
     fixed = {}
     for item in fixes:
@@ -77,113 +97,22 @@ def descend(formula: str, values: tuple[str, ...], lr: float, steps: int, optimi
             fixed[name] = start.pop(name)
         else:
             raise UsageError(f"--fix {name} needs a value: give --{name} V or --fix {name}=V")
-    if plot:
-        from ..training.plots import check_suffix
-        check_suffix(plot)
-    if sum(x is not None for x in (compare_lr, compare, starts)) > 1:
-        raise UsageError("use one of --compare-lr, --compare and --starts at a time")
-    graph = parse(formula)
-    out = console()
-    kwargs = dict(fixed=fixed, lr=lr, steps=steps, optimizer=optimizer, schedule=schedule)
+    return start, fixed
+
+
+def _variants(start: dict, compare_lr: str | None, compare: str | None,
+              starts: str | None) -> dict:
+    """descend_runs' lrs, optimizers or starts, parsed from --compare-lr, --compare or --starts."""
     if compare_lr:
-        runs = [run_descent(graph, start, **{**kwargs, "lr": r}, label=f"lr={r:g}")
-                for r in _numbers(compare_lr, "--compare-lr")]
-    elif compare:
+        return {"lrs": _numbers(compare_lr, "--compare-lr")}
+    if compare:
         names = [n.strip() for n in compare.split(",") if n.strip()]
         bad = [n for n in names if n not in OPTIMIZERS]
         if bad or not names:
             raise UsageError(f"--compare takes optimizers from {', '.join(OPTIMIZERS)}, got {compare!r}")
-        runs = [run_descent(graph, start, **{**kwargs, "optimizer": n}, label=n) for n in names]
-    elif starts:
+        return {"optimizers": names}
+    if starts:
         if len(start) != 1:
             raise UsageError("--starts needs exactly one optimized variable (fix the others with --fix)")
-        (var,) = start
-        runs = [run_descent(graph, {var: x}, **kwargs, label=f"{var}={x:g}")
-                for x in _numbers(starts, "--starts")]
-    else:
-        runs = [run_descent(graph, start, **kwargs)]
-        _print_single(out, runs[0])
-    if len(runs) > 1 or compare_lr or compare or starts:
-        _print_comparison(out, runs)
-    if plot:
-        from ..training.plots import descent_figure, save
-        save(descent_figure(runs), plot)
-        out.print(f"chart written to {plot}")
-
-
-def _heading(d) -> str:
-    sched = f", {d.schedule} schedule" if d.schedule else ""
-    fixed = ", ".join(f"{k} = {v:g}" for k, v in d.fixed.items())
-    return (f"Gradient descent on {d.graph.source.strip()} with {d.optimizer}, lr {d.lr:g}{sched}, "
-            f"{len(d.steps)} steps" + (f" ({fixed} fixed)" if fixed else ""))
-
-
-def step_table(d, boxed: bool):
-    """One row per (step, variable): value, gradient, optimizer quantities, update, new value, loss."""
-    from ..render.tables import table as make_table
-    from ..values import format_number as f
-
-    parts = list(d.steps[0].updates[next(iter(d.start))].parts) if d.steps else []
-    shown = [p for p in parts if p not in ("m", "v")]
-    scheduled = d.schedule is not None
-    heads = ["step", *(["lr"] if scheduled else []), "var", "value", "gradient",
-             *[HEADS.get(p, p) for p in shown], "update", "new value", "loss"]
-    table = make_table(heads, "table" if boxed else "plain", right=set(heads) - {"var"})
-    names = list(d.start)
-    blank = [""] * (len(heads) - 2)
-    table.add_row("0", *([""] if scheduled else []), names[0], f(d.start[names[0]]),
-                  f(d.start_grads[names[0]]), *[""] * (len(shown) + 2), f(d.start_loss))
-    for n in names[1:]:
-        table.add_row("", *([""] if scheduled else []), n, f(d.start[n]), f(d.start_grads[n]),
-                      *[""] * (len(shown) + 3))
-    steps = d.steps
-    rows = steps if len(steps) <= MAX_STEP_ROWS else steps[:MAX_STEP_ROWS // 2] + [None] + \
-        steps[-MAX_STEP_ROWS // 4:]
-    for s in rows:
-        if s is None:
-            table.add_row("…", f"{len(steps) - MAX_STEP_ROWS // 2 - MAX_STEP_ROWS // 4} more steps",
-                          *blank)
-            continue
-        for i, n in enumerate(names):
-            u = s.updates[n]
-            table.add_row(str(s.step) if i == 0 else "",
-                          *([f(s.lr) if i == 0 else ""] if scheduled else []), n, f(s.before[n]),
-                          f(s.grads[n]), *[f(u.parts[p]) for p in shown], f(u.delta), f(s.after[n]),
-                          f(s.loss) if i == 0 else "")
-    return table
-
-
-def _print_single(out, d) -> None:
-    from ..training.textplot import ascii_curve
-    from .output import is_terminal
-
-    out.print(_heading(d))
-    out.print(f"  {OPTIMIZERS[d.optimizer][0]}")
-    out.print(step_table(d, is_terminal()))
-    out.print(ascii_curve(d.losses), highlight=False)
-    final = ", ".join(f"{k} = {v:.6g}" for k, v in d.final.items())
-    out.print(f"Result: {final}, loss {d.final_loss:.6g}: {d.verdict}: {d.verdict.reason}",
-              highlight=False)
-
-
-def _print_comparison(out, runs) -> None:
-    from ..render.tables import table as make_table
-    from ..training.textplot import ascii_curve
-    from .output import is_terminal
-
-    first = runs[0]
-    what = "learning rates" if len({r.lr for r in runs}) > 1 else \
-        "optimizers" if len({r.optimizer for r in runs}) > 1 else "starts"
-    out.print(f"Comparing {what} on {first.graph.source.strip()}, {len(first.steps)} steps each"
-              if len({len(r.steps) for r in runs}) == 1 else
-              f"Comparing {what} on {first.graph.source.strip()}")
-    for r in runs:
-        out.print(ascii_curve(r.losses, height=5, label=f"{r.label}: loss"), highlight=False)
-    boxed = is_terminal()
-    table = make_table(("run", "start", "end", "final loss", "verdict", "why"),
-                       "table" if boxed else "plain", right=("final loss",))
-    for r in runs:
-        table.add_row(r.label, ", ".join(f"{k} = {v:g}" for k, v in r.start.items()),
-                      ", ".join(f"{k} = {v:.6g}" for k, v in r.final.items()),
-                      f"{r.final_loss:.6g}", str(r.verdict), r.verdict.reason)
-    out.print(table)
+        return {"starts": _numbers(starts, "--starts")}
+    return {}

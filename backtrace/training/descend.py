@@ -137,6 +137,30 @@ def descend(formula: str | Graph, start: Mapping[str, float], fixed: Mapping[str
     return run_
 
 
+def descend_runs(formula: str | Graph, start: Mapping[str, float],
+                 fixed: Mapping[str, float] | None = None, *, lrs: Sequence[float] | None = None,
+                 optimizers: Sequence[str] | None = None, starts: Sequence[float] | None = None,
+                 limits: Limits | None = None, **settings) -> list[Descent]:
+    """One run of `descend`, or one per learning rate, optimizer or start value (of the one
+    optimized variable) to compare; `settings` are descend's lr, steps, optimizer, schedule."""
+    if sum(v is not None for v in (lrs, optimizers, starts)) > 1:
+        raise UsageError("compare learning rates, optimizers or starts, one at a time")
+    graph = formula if isinstance(formula, Graph) else parse(formula, limits or Limits())
+    if lrs is not None:
+        return [descend(graph, start, fixed, **{**settings, "lr": r}, label=f"lr={r:g}")
+                for r in lrs]
+    if optimizers is not None:
+        return [descend(graph, start, fixed, **{**settings, "optimizer": n}, label=n)
+                for n in optimizers]
+    if starts is not None:
+        if len(start) != 1:
+            raise UsageError(f"comparing starts needs exactly one optimized variable, got "
+                             f"{', '.join(start) or 'none'}")
+        (var,) = start
+        return [descend(graph, {var: x}, fixed, **settings, label=f"{var}={x:g}") for x in starts]
+    return [descend(graph, start, fixed, **settings)]
+
+
 def _evaluate(graph: Graph, values: Mapping[str, float], fixed: Mapping[str, float]):
     """The loss and the gradient of every optimized variable at `values`."""
     trace = run(graph, {**fixed, **values})

@@ -120,7 +120,7 @@ OPTIMIZERS: dict[str, tuple[str, Callable[[], object]]] = {
 }
 
 
-def make_optimizer(name: str):
+def make_optimizer(name: str) -> SGD | Adam:
     """A fresh optimizer by name (sgd, momentum, adam)."""
     if name not in OPTIMIZERS:
         raise UsageError(f"unknown optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")

@@ -12,83 +12,32 @@ gradients that were never zeroed, NaN/inf, exploding or vanishing gradients, a l
 and ReLU layers whose outputs are all zero. Without an optimizer (a hand-written update under
 `torch.no_grad()`), call `w.step(loss)` after each update.
 
-This module imports torch; `import backtrace` does not load it until `backtrace.watch` is used.
+This module holds the hooks and the step recording; the records are in records.py, the warnings
+in checks.py, the tables, summary and charts in views.py. It imports torch; `import backtrace` does
+not load it until `backtrace.watch` is used.
 """
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import patches
 from ..errors import UsageError
 from ..tracer.stats import tensor_stats
-from ..values import TensorStats
+from . import views
+from .checks import CHECKS, EXPLODE, RISE, VANISH
+from .records import Finding, ParamRecord, StepRecord, TrainingWarning
 
-EXPLODE = 1e3  # a layer whose gradient norm exceeds this is exploding
-VANISH = 1e-4  # ... below this fraction of the largest layer's gradient norm is vanishing
-RISE = 3  # loss window when the epoch length is unknown
-RISE_FACTOR = 1.5  # a mean loss this many times its lowest is rising
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.table import Table
 
-
-class TrainingWarning(UserWarning):
-    """Something in a watched training loop is probably wrong (the message names layer and step)."""
-
-
-@dataclass
-class ParamRecord:
-    """One parameter at one step."""
-
-    name: str
-    layer: str
-    shape: tuple[int, ...]
-    grad_norm: float | None  # None: no gradient reached it
-    weight_norm: float  # before the update
-    update_norm: float
-    state: dict[str, Any] = field(default_factory=dict)  # optimizer state: TensorStats or numbers
-
-    @property
-    def ratio(self) -> float:
-        """‖ΔW‖ / ‖W‖: how much of the weight one update changes (around 1e-3 is typical)."""
-        if self.weight_norm == 0:
-            return math.inf if self.update_norm else 0.0
-        return self.update_norm / self.weight_norm
-
-
-@dataclass
-class StepRecord:
-    """One optimizer step (one weight update)."""
-
-    step: int  # 1-based
-    epoch: int | None
-    batch: int | None
-    loss: float | None
-    lr: float | None
-    params: dict[str, ParamRecord]
-    layers: dict[str, float | None]  # layer -> norm of all its parameters' gradients
-    relu_zero: dict[str, float] = field(default_factory=dict)  # ReLU layer -> share of zeros
-
-    @property
-    def grad_norm(self) -> float:
-        """The norm of the whole model's gradient."""
-        return math.sqrt(sum(v * v for v in self.layers.values() if v is not None))
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A warning: what, where (layer) and when (step)."""
-
-    kind: str  # not-zeroed, non-finite, exploding, vanishing, loss-rising, dead-relu
-    step: int
-    layer: str
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
+__all__ = ["Finding", "ParamRecord", "StepRecord", "TrainingWarning", "Watch", "named_parameters",
+           "watch"]
 
 
 def _norm(t: torch.Tensor) -> float:
@@ -151,6 +100,7 @@ class Watch:
         self.steps: list[StepRecord] = []
         self.warnings: list[Finding] = []
         self.counts: dict[tuple[str, str], int] = {}  # (kind, layer) -> steps it was found at
+        self.check_state: dict[str, Any] = {}  # what checks remember between steps, by kind
         self._last_found: dict[tuple[str, str], int] = {}
         self._handles: list[Any] = []
         self._snapshot: dict[str, torch.Tensor] = {}
@@ -158,7 +108,6 @@ class Watch:
         self._accum_version: dict[str, int] = {}
         self._relu: dict[str, float] = {}
         self._pending_loss: float | None = None
-        self._means: tuple | None = None  # first loss, lowest and last windowed mean
         self._attached = False
 
     # ------------------------------------------------------------------ accounting
@@ -172,15 +121,7 @@ class Watch:
     @property
     def accounting(self) -> str | None:
         """'1000 samples, batch 100 -> 10 steps per epoch' with what that means."""
-        spe = self.steps_per_epoch
-        if spe is None:
-            return None
-        n, b = self.dataset_size, self.batch_size
-        last = n - (spe - 1) * b
-        tail = "" if last == b else f"; the last batch has {last} sample{'s' * (last != 1)}"
-        return (f"{n} samples, batch {b} -> {spe} step{'s' * (spe != 1)} per epoch (each step "
-                f"processes {min(b, n)} samples and updates the weights once{tail}; after {spe} "
-                f"step{'s' * (spe != 1)} every sample has been seen once = 1 epoch)")
+        return views.accounting(self)
 
     # ------------------------------------------------------------------ hooks
     def attach(self) -> Watch:
@@ -230,15 +171,9 @@ class Watch:
 
     def _before_accumulate(self, name: str, p: torch.Tensor):
         def hook(grad: torch.Tensor) -> None:
-            # The weight changed since a gradient was last added, yet .grad still holds that
-            # gradient: backward is about to add a new one to it (it accumulates).
-            old = p.grad
-            if old is not None and p._version != self._accum_version[name] and bool(old.any()):
-                k = len(self.steps) + 1
-                self._find("not-zeroed", k, self.layer_of[name],
-                           f"step {k}: the gradient of {self._where(name)} was not zeroed after "
-                           f"step {k - 1}, so backward adds to the old one (gradients accumulate): "
-                           "call optimizer.zero_grad() or p.grad.zero_() every step")
+            changed = p._version != self._accum_version[name]
+            for check in CHECKS["backward"]:
+                self._report(check(self, name, p.grad, changed))
         return hook
 
     def _after_accumulate(self, name: str):
@@ -253,12 +188,8 @@ class Watch:
                 return
             zero = float((output == 0).double().mean())
             self._relu[name] = zero
-            if zero == 1.0:
-                k = len(self.steps) + 1
-                self._find("dead-relu", k, name,
-                           f"step {k}: every output of ReLU layer {name} is zero, so no gradient "
-                           "flows back through it (dead ReLUs: lower the learning rate, check the "
-                           "initialisation or the inputs' scale)")
+            for check in CHECKS["relu"]:
+                self._report(check(self, name, zero))
         return hook
 
     # ------------------------------------------------------------------ steps
@@ -288,6 +219,10 @@ class Watch:
         else:
             self._pending_loss = value
 
+    def weight_norm(self, name: str) -> float:
+        """The norm of a parameter's weights now."""
+        return _norm(self.params[name])
+
     def _current_lr(self) -> float | None:
         if self.optimizer is None:
             return None
@@ -302,15 +237,9 @@ class Watch:
         for name, p in self.params.items():
             before = self._snapshot[name]
             now = p.detach()
-            st = {}
-            for key, v in state.get(p, {}).items():
-                if isinstance(v, torch.Tensor):
-                    st[key] = float(v) if v.numel() == 1 and key == "step" else tensor_stats(v)
-                elif isinstance(v, (int, float)):
-                    st[key] = float(v)
             params[name] = ParamRecord(name, self.layer_of[name], tuple(p.shape),
                                        self._grad_norms.get(name), _norm(before),
-                                       _norm(now - before), st)
+                                       _norm(now - before), _optimizer_state(state.get(p, {})))
             self._snapshot[name] = now.clone()
         layers: dict[str, float | None] = {}
         for rec in params.values():
@@ -329,164 +258,68 @@ class Watch:
         return record
 
     # ------------------------------------------------------------------ checks
-    def _where(self, name: str) -> str:
-        layer = self.layer_of[name]
-        short = name[len(layer) + 1:] if name != layer else ""
-        return self._layer(layer) + (f" {short}" if short else "")
-
-    def _layer(self, layer: str) -> str:
-        kind = self.layer_kind.get(layer)
-        return f"layer {layer} ({kind})" if kind else layer
-
-    def _find(self, kind: str, step: int, layer: str, message: str) -> None:
-        key = (kind, layer)
-        if self._last_found.get(key) == step:
+    # stacklevel=4 counts _report, its caller (a hook, _check or _check_loss) and two more frames:
+    # call _report only from those, or the warning's reported location moves.
+    def _report(self, finding: Finding | None) -> None:
+        if finding is None:
+            return
+        key = (finding.kind, finding.layer)
+        if self._last_found.get(key) == finding.step:
             return  # a layer's weight and bias share one finding per step
-        self._last_found[key] = step
+        self._last_found[key] = finding.step
         self.counts[key] = self.counts.get(key, 0) + 1
         if self.counts[key] > 1:
             return  # one warning per fault and layer; counts keeps at how many steps it happened
-        finding = Finding(kind, step, layer, message)
         self.warnings.append(finding)
         if self.log is not None:
-            self.log(f"warning: {message}")
+            self.log(f"warning: {finding.message}")
         else:
-            warnings.warn(TrainingWarning(message), stacklevel=4)
+            warnings.warn(TrainingWarning(finding.message), stacklevel=4)
 
     def _check(self, r: StepRecord) -> None:
-        k = r.step
-        for name, rec in r.params.items():
-            if rec.grad_norm is not None and not math.isfinite(rec.grad_norm):
-                self._find("non-finite", k, rec.layer,
-                           f"step {k}: the gradient of {self._where(name)} contains NaN or inf")
-            elif not math.isfinite(_norm(self.params[name])):
-                self._find("non-finite", k, rec.layer,
-                           f"step {k}: the weights of {self._where(name)} became NaN or inf")
+        for name in r.params:
+            for check in CHECKS["parameter"]:
+                self._report(check(self, r, name))
         finite = {layer: v for layer, v in r.layers.items() if v is not None and math.isfinite(v)}
         top = max(finite.values(), default=0.0)
         for layer, v in finite.items():
-            if v > self.explode:
-                self._find("exploding", k, layer,
-                           f"step {k}: exploding gradient in {self._layer(layer)}: norm "
-                           f"{v:.3g} > {self.explode:g} (lower the learning rate or clip gradients)")
-            elif top > 0 and v < self.vanish * top:
-                self._find("vanishing", k, layer,
-                           f"step {k}: vanishing gradient in {self._layer(layer)}: norm {v:.3g}, "
-                           f"{v / top:.2g} of the largest layer's ({top:.3g})")
+            for check in CHECKS["layer"]:
+                self._report(check(self, r, layer, v, top))
         self._check_loss(r)
 
     def _check_loss(self, r: StepRecord) -> None:
-        if r.loss is None:
-            return
-        if not math.isfinite(r.loss):
-            self._find("non-finite", r.step, "loss", f"step {r.step}: the loss is {r.loss}")
-            return
-        # Mini-batch losses are noisy: compare means over a window (an epoch, at most 10 steps).
-        # Rising: the mean went up, is 50% above its lowest (or the first loss), by a tenth of that.
-        window = min(10, self.steps_per_epoch or self.rise)
-        chunk = [s.loss for s in self.steps[-window:]]
-        if len(chunk) < window or None in chunk or not all(map(math.isfinite, chunk)):
-            return
-        now = sum(chunk) / window
-        start = next(s.loss for s in self.steps if s.loss is not None)  # before any learning
-        first, low, last = self._means or (start, start, None)
-        self._means = (first, min(low, now), now)
-        if first <= 0:
-            return
-        if (last is None or now > last) and now >= RISE_FACTOR * low and now - low >= 0.1 * first:
-            lr = f" {r.lr:g}" if r.lr is not None else ""
-            cause = "probably because gradients accumulate (they are not zeroed)" \
-                if any(f.kind == "not-zeroed" for f in self.warnings) else \
-                f"the learning rate{lr} is probably too large, each update overshoots"
-            self._find("loss-rising", r.step, "loss",
-                       f"step {r.step}: the loss is rising (mean of the last {window} step"
-                       f"{'s' * (window > 1)} {now:.4g}, up from {low:.4g}): {cause}")
+        for check in CHECKS["loss"]:
+            self._report(check(self, r))
 
-    # ------------------------------------------------------------------ views
+    # ------------------------------------------------------------------ views (views.py)
     @property
     def losses(self) -> list[float | None]:
         """The loss of every step (None where none was recorded)."""
         return [s.loss for s in self.steps]
 
-    def table(self, last: int | None = None, boxed: bool = False):
+    def table(self, last: int | None = None, boxed: bool = False) -> Table:
         """A rich Table: step, epoch, batch, loss, lr, gradient norm, largest update/weight ratio."""
-        from ..render.tables import table as make_table
+        return views.steps_table(self, last, boxed)
 
-        heads = ("step", "epoch", "batch", "loss", "lr", "‖∂L/∂W‖", "max ‖ΔW‖/‖W‖")
-        table = make_table(heads, "table" if boxed else "plain", right=heads)
-        rows = self.steps if last is None else self.steps[-last:]
-        for s in rows:
-            ratio = max((p.ratio for p in s.params.values()), default=0.0)
-            table.add_row(str(s.step), _opt(s.epoch), _opt(s.batch), _num(s.loss), _num(s.lr),
-                          _num(s.grad_norm), _num(ratio))
-        return table
-
-    def layer_table(self, step: int = -1, boxed: bool = False):
+    def layer_table(self, step: int = -1, boxed: bool = False) -> Table:
         """A rich Table of one step, per parameter: gradient, update, ratio, optimizer state."""
-        from ..render.tables import table as make_table
-
-        s = self.steps[step]
-        table = make_table(("parameter", "shape", "‖grad‖", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖",
-                            "optimizer state"), "table" if boxed else "plain",
-                           right=("shape", "‖grad‖", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖"),
-                           title=f"step {s.step}, per parameter")
-        for p in s.params.values():
-            state = ", ".join(f"{k} {v}" if isinstance(v, TensorStats) else f"{k} {_num(v)}"
-                              for k, v in p.state.items())
-            table.add_row(p.name, "×".join(map(str, p.shape)) or "scalar", _num(p.grad_norm),
-                          _num(p.weight_norm), _num(p.update_norm), _num(p.ratio), state)
-        return table
+        return views.layer_table(self, step, boxed)
 
     def loss_curve(self, width: int = 60, height: int = 8) -> str:
         """The loss per step as plain text."""
-        from .textplot import ascii_curve
-
-        values = [v for v in self.losses if v is not None]
-        if not values:
-            return "loss: none recorded (call .backward() on the loss, or w.loss(value))"
-        first = next(s.step for s in self.steps if s.loss is not None)
-        return ascii_curve(values, width, height, first=first)
+        return views.loss_curve(self, width, height)
 
     def summary(self) -> str:
         """Accounting, steps and epochs seen, and every warning with how often it happened."""
-        lines = [self.accounting] if self.accounting else []
-        n, spe = len(self.steps), self.steps_per_epoch
-        if spe:
-            full, rest = divmod(n, spe)
-            lines.append(f"{n} steps = {full} epoch{'s' * (full != 1)} of {spe} steps"
-                         + (f" + {rest} step{'s' * (rest != 1)}" if rest else ""))
-        else:
-            lines.append(f"{n} step{'s' * (n != 1)}")
-        done = [s.loss for s in self.steps if s.loss is not None]
-        if done:
-            lines.append(f"loss {done[0]:.4g} at the first step, {done[-1]:.4g} at the last")
-        if not self.warnings:
-            lines.append("no warnings")
-        for f in self.warnings:
-            times = self.counts[(f.kind, f.layer)]
-            lines.append(f"warning: {f.message}" + (f" (and at {times - 1} more step"
-                                                    f"{'s' * (times > 2)})" if times > 1 else ""))
-        return "\n".join(lines)
+        return views.summary(self)
 
-    def loss_figure(self):
+    def loss_figure(self) -> Figure:
         """A matplotlib Figure of the loss per step."""
-        from .plots import loss_curves
+        return views.loss_figure(self)
 
-        return loss_curves({"loss": [math.nan if v is None else v for v in self.losses]},
-                           "Training loss")
-
-    def gradient_flow_figure(self):
+    def gradient_flow_figure(self) -> Figure:
         """A matplotlib Figure: per-layer gradient norm and update/weight ratio at each step."""
-        from .plots import gradient_flow
-
-        layers = list(dict.fromkeys(self.layer_of.values()))
-        steps = [s.step for s in self.steps]
-        grads = {layer: [_nan(s.layers.get(layer)) for s in self.steps] for layer in layers}
-        ratios = {}
-        for layer in layers:
-            names = [n for n, lay in self.layer_of.items() if lay == layer]
-            ratios[layer] = [max(s.params[n].ratio for n in names) for s in self.steps]
-        return gradient_flow(steps, grads, ratios)
+        return views.gradient_flow_figure(self)
 
     def plot(self, path: str) -> None:
         """Write the loss curve to an .svg/.png file."""
@@ -501,16 +334,15 @@ class Watch:
         save(self.gradient_flow_figure(), path)
 
 
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
-
-
-def _opt(v: int | None) -> str:
-    return "-" if v is None else str(v)
-
-
-def _nan(v: float | None) -> float:
-    return math.nan if v is None else v
+def _optimizer_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A parameter's optimizer state as numbers and TensorStats (Adam: step, exp_avg, exp_avg_sq)."""
+    st: dict[str, Any] = {}
+    for key, v in state.items():
+        if isinstance(v, torch.Tensor):
+            st[key] = float(v) if v.numel() == 1 and key == "step" else tensor_stats(v)
+        elif isinstance(v, (int, float)):
+            st[key] = float(v)
+    return st
 
 
 def watch(model: Any, optimizer: Any = None, dataset_size: int | None = None,
@@ -522,4 +354,3 @@ def watch(model: Any, optimizer: Any = None, dataset_size: int | None = None,
     go through Python's warnings module as TrainingWarning), capture_loss (record the scalar
     `.backward()` is called on, default True), explode, vanish, rise (warning thresholds)."""
     return Watch(model, optimizer, dataset_size, batch_size, **options)
-
