@@ -149,7 +149,7 @@ class Tracer:
         known = self._modules.get(module)
         if known is not None:
             return known
-        if parent is not None:  # a child created on the fly: name it by its attribute in the parent
+        if parent is not None:  # a child created on the fly: named by its type, under the parent
             path = f"{parent}.{type(module).__name__}" if parent else type(module).__name__
         else:  # a new top-level model: adopt it whole
             path = "" if not self._modules else type(module).__name__
@@ -273,8 +273,8 @@ def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor
     model: its parameters are named (``fc1.weight``) and its modules give each node a path.
     names: extra tensors to name (inputs, intermediates; held only inside the block). level:
     "stats" (shape, norm, mean, max |x|) or "full" (detached clones). local_max: largest local
-    Jacobian (elements) computed exactly. max_traces: keep only the last this many traces (a rolling window, so a long training
-    loop holds bounded memory). stop_after: record only the first this many backward calls; later
-    ones run untraced, at no cost.
+    Jacobian (elements) computed exactly. max_traces: keep only the last this many traces (a
+    rolling window, so a long training loop holds bounded memory). stop_after: record only the
+    first this many backward calls; later ones run untraced, at no cost.
     """
     return Tracer(model, names, level, local_max, max_traces, frame_names, stop_after)
