@@ -15,7 +15,9 @@ from torch.nn.modules import module as nn_module
 import backtrace
 from backtrace.traces import Trace
 from backtrace import patches
-from backtrace.tracer import core, stats
+from backtrace.tracer import stats
+from backtrace.tracer.recording import BackwardRecording
+from backtrace.tracer.tracer import _MAX_ERRORS
 
 LEVELS = ("stats", "full")
 
@@ -242,22 +244,22 @@ def _raise_in_user_hook(model, x):
 @pytest.mark.parametrize("where", [_raise_in_forward, _raise_in_backward, _raise_in_user_hook])
 def test_an_exception_inside_the_block_leaves_no_hook_and_frees_the_graph(where, monkeypatch):
     fired = []
-    real = core._Recorder._hook
-    monkeypatch.setattr(core._Recorder, "_hook",
+    real = BackwardRecording._hook
+    monkeypatch.setattr(BackwardRecording, "_hook",
                         lambda self, i, a, b: (fired.append(i), real(self, i, a, b))[1])
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2))
     x = torch.randn(2, 3)
     before = _global_state()
     probe: list[weakref.ref] = []
-    recorders: list[core._Recorder] = []
-    real_init = core._Recorder.__init__
+    recorders: list[BackwardRecording] = []
+    real_init = BackwardRecording.__init__
 
     def spy(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         recorders.append(self)
 
-    monkeypatch.setattr(core._Recorder, "__init__", spy)
+    monkeypatch.setattr(BackwardRecording, "__init__", spy)
     real_linear = nn.Linear.forward
 
     def keep(self, inp):  # the second linear saves its input: it lives exactly as long as the graph
@@ -277,7 +279,7 @@ def test_an_exception_inside_the_block_leaves_no_hook_and_frees_the_graph(where,
     with pytest.raises((ArithmeticError, ZeroDivisionError)), t:
         where(model, x)
     assert _global_state() == before, "a global hook, patch or torch-function mode survived"
-    assert t._handles == [] and patches.active() == {} and t._mode is None
+    assert t._forward is None and patches.active() == {}
     assert all(r.handles == [] for r in recorders)
     assert all(info.node is None for r in recorders for info in r.infos)
     if where is not _raise_in_forward:  # the failed backward still left a partial trace
@@ -489,7 +491,7 @@ def test_a_failure_repeated_every_step_keeps_bounded_records(monkeypatch):
     with backtrace.trace(max_traces=3) as t:
         for _ in range(150):
             (w.exp() * 2).sum().backward()  # three forward ops fail to record on every step
-    assert len(t.errors) == core._MAX_ERRORS and "stats exploded" in t.errors[-1]
+    assert len(t.errors) == _MAX_ERRORS and "stats exploded" in t.errors[-1]
     assert len(t.traces) == 3 and "stats exploded" in t.trace.meta["tracer_errors"][0]
     want = torch.zeros(2)
     for _ in range(150):  # what autograd accumulates, step by step

@@ -111,11 +111,11 @@ def test_small_local_jacobians_are_exact_and_big_ones_described():
 
 
 def test_no_handle_left_and_graph_freed_after_the_context(monkeypatch):
-    from backtrace.tracer import core
+    from backtrace.tracer.recording import BackwardRecording
 
     fired = []
-    real = core._Recorder._on_node
-    monkeypatch.setattr(core._Recorder, "_on_node", lambda self, i, a, b: (fired.append(i),
+    real = BackwardRecording._on_node
+    monkeypatch.setattr(BackwardRecording, "_on_node", lambda self, i, a, b: (fired.append(i),
                                                                           real(self, i, a, b)))
     model, x, y = seed_mlp()
     originals = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)

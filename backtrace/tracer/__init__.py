@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 from ..errors import NothingToTraceError
-from .core import LEVELS, Tracer, trace
+from .tracer import LEVELS, Tracer, trace
 
 __all__ = ["LEVELS", "NothingToTraceError", "Tracer", "trace"]

@@ -1,5 +1,6 @@
 """Tensor statistics on the tensor's device: one reduction per statistic of TensorStats, gathered
-in one small vector per tensor and turned into numbers with one transfer per device at the end."""
+in one small vector per tensor and turned into numbers with one transfer per device at the end;
+and the recorded form of a tensor at each tracer level (statistics, or a detached clone)."""
 from __future__ import annotations
 
 import threading
@@ -123,3 +124,30 @@ def resolve(pending: list[Pending]) -> None:
         for p, numbers in zip(group, rows):
             p.stats = TensorStats.of(p.shape, p.dtype, numbers)
             p.vec = None
+
+
+def recorded(t: torch.Tensor, level: str, thread: int) -> Any:
+    """The recorded form of a tensor: a Pending statistics vector ("stats") or a detached clone
+    ("full"); `thread` is the traced thread, the only one whose CPU reductions are narrowed."""
+    cpu = t.device.type == "cpu" and threading.get_ident() == thread
+    with torch.no_grad(), one_thread(cpu):
+        if level == "full":
+            return t.detach().clone()
+        return Pending(stats_vector(t), tuple(t.shape), str(t.dtype).removeprefix("torch."))
+
+
+def same_memory(t: torch.Tensor, level: str, others: Any, records: Any) -> Pending | None:
+    """The record of a live tensor holding exactly t's elements (a view of it), if any.
+
+    Statistics ignore element order, so a transpose or reshape of a recorded tensor reuses its
+    record; both tensors are alive here, so equal memory means equal contents.
+    """
+    if level != "stats" or not dense(t):
+        return None
+    ptr, n, version = t.data_ptr(), t.numel(), compat.version(t)
+    for o, rec in zip(others, records):
+        if isinstance(rec, Pending) and o is not None and o.data_ptr() == ptr \
+                and o.numel() == n and o.dtype == t.dtype and o.device == t.device \
+                and compat.version(o) == version and dense(o):
+            return Pending(rec.vec, tuple(t.shape), rec.dtype, rec.stats)
+    return None

@@ -1,0 +1,178 @@
+"""One backward call's recording: right before the call, the graph reachable from the roots is
+walked and named and each node gets one post-hook; the hooks record the gradients that pass, the
+local Jacobians and the saved tensors. Hooks hold an integer index, never a node, so nothing
+keeps the graph alive."""
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.autograd.function import BackwardCFunction
+
+from . import compat, jacobians, naming, stats
+from .nodes import NodeInfo
+
+
+class BackwardRecording:
+    """One backward call: the graph reachable from the roots, its hooks, and what they saw.
+
+    md_key: the tracer's key of its stamps in Node.metadata; names and params name the nodes;
+    frame: the user's frame, whose variables name leaves (or None); thread: the traced thread.
+    """
+
+    def __init__(self, roots: list[torch.Tensor], kind: str, frame: Any, *, md_key: tuple,
+                 level: str, local_max: int, thread: int, names: Mapping[str, torch.Tensor],
+                 params: naming.WeakNames) -> None:
+        self.kind, self.level, self.local_max, self.thread = kind, level, local_max, thread
+        self.infos: list[NodeInfo] = []
+        self.handles: list[Any] = []
+        self.order: list[int] = []  # hook firing order
+        self.upstream: dict[int, tuple] = {}
+        self.downstream: dict[int, tuple] = {}
+        self.local: dict[int, tuple] = {}
+        self.saved: dict[int, Any] = {}
+        self.sums: dict[int, Any] = {}  # leaf index -> summed contributions (torch.autograd.grad)
+        self.sent: dict[tuple[int, int], tuple] = {}  # (consumer, slot) -> (tensor key, record)
+        self.failures: list[str] = []  # what the hooks could not record, by node
+        edges = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
+        self.root_ids = self._walk([e.node for e in edges], md_key)
+        self.fan_in = self._fan_in(edges)  # how many edges feed each (node, output)
+        naming.name_nodes(self.infos, names, params, frame)
+        for info in self.infos:
+            if info.torch_type == "AccumulateGrad":
+                info.kind = "input"
+                self._leaf(info, params)
+        for i, info in enumerate(self.infos):
+            self.handles.append(info.node.register_hook(functools.partial(self._hook, i)))
+        for info in self.infos:  # from here on no node is held: a hook finds its own node
+            info.node = None
+
+    # -- before backward
+    def _walk(self, roots: list[Any], md_key: tuple) -> list[int]:
+        """Iterative DFS post-order from the roots: inputs before consumers, like a formula."""
+        index: dict[Any, int] = {}
+        infos = self.infos
+        for root in roots:
+            if root in index:
+                continue
+            stack = [(root, iter(root.next_functions), -1)]
+            visiting = {root}
+            while stack:
+                node, it, parent = stack[-1]
+                for child, _ in it:
+                    if child is not None and child not in index and child not in visiting:
+                        visiting.add(child)
+                        stack.append((child, iter(child.next_functions), len(stack) - 1))
+                        break
+                else:
+                    stack.pop()
+                    visiting.discard(node)
+                    index[node] = len(infos)
+                    infos.append(NodeInfo(node, type(node).__name__, node.metadata.get(md_key), (),
+                                          custom=isinstance(node, BackwardCFunction),
+                                          shapes=compat.output_metadata(node)))
+        self._link(index)
+        return [index[r] for r in roots]
+
+    def _link(self, index: dict[Any, int]) -> None:
+        """Each node's children by index, and each child's first consumer as its parent."""
+        infos = self.infos
+        for info in infos:
+            info.children = tuple((index[c] if c is not None else -1, nr)
+                                  for c, nr in info.node.next_functions)
+            for c, _ in info.children:
+                if c >= 0 and infos[c].parent < 0:
+                    infos[c].parent = index[info.node]
+
+    def _fan_in(self, edges: list[Any]) -> dict[tuple[int, int], int]:
+        """How many edges feed each (node, output); a root's seeded output counts as shared."""
+        fan_in: dict[tuple[int, int], int] = {}
+        for info in self.infos:
+            for c, nr in info.children:
+                if c >= 0:
+                    fan_in[(c, nr)] = fan_in.get((c, nr), 0) + 1
+        for r, e in zip(self.root_ids, edges):  # the seed gradient arrives from outside
+            fan_in[(r, e.output_nr)] = 2
+        return fan_in
+
+    def _leaf(self, info: NodeInfo, params: naming.WeakNames) -> None:
+        """A leaf's value, shape and owning module, read from AccumulateGrad.variable."""
+        try:
+            variable = info.node.variable
+            info.shapes = ((tuple(variable.shape), str(variable.dtype).removeprefix("torch.")),)
+            param = params.get(variable)
+            if param is not None:
+                info.module = param.rpartition(".")[0]
+            info.variable_value = self.record(variable)
+        except Exception as exc:  # recorded as missing, never raised into the user's backward
+            self.failures.append(f"value of a leaf: {type(exc).__name__}: {exc}")
+
+    # -- during backward
+    def record(self, t: torch.Tensor | None) -> Any:
+        """The recorded form of t at this recording's level (None stays None)."""
+        return None if t is None else stats.recorded(t, self.level, self.thread)
+
+    def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
+        """The post-hook of node i (grad_inputs: what it sends to its inputs)."""
+        try:
+            with compat.no_torch_function():  # our own tensor work is not the user's: no modes
+                self._on_node(i, grad_inputs, grad_outputs)
+        except Exception as exc:  # a recording problem must never break the user's backward
+            self.failures.append(f"{self.infos[i].id or i}: {type(exc).__name__}: {exc}")
+
+    def _on_node(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
+        """Record what node i received and sent; for an op, its local Jacobians and saved tensors."""
+        info = self.infos[i]
+        self.order.append(i)
+        upstream = self._upstream(i, grad_outputs)
+        self.upstream[i] = upstream
+        self.downstream[i] = self._downstream(info, grad_inputs, grad_outputs, upstream)
+        if self.kind == "grad":  # leaves do not run under torch.autograd.grad: sum what reaches them
+            self._sum_leaves(info, grad_inputs)
+        if info.kind != "input":
+            node = compat.current_node()  # the node running this hook; never stored
+            self.local[i] = jacobians.jacobians(info, node, grad_inputs, grad_outputs,
+                                                self.local_max)
+            self.saved[i] = jacobians.saved(info, node)
+
+    def _upstream(self, i: int, grad_outputs: tuple) -> tuple:
+        """The gradients that arrived at node i's outputs, recorded (or reused)."""
+        # A gradient that came down a single edge is the producer's contribution, already
+        # recorded, when it is still that very tensor (same memory, shape and version; a tensor
+        # hook that replaced it made a new tensor while the old one was alive).
+        upstream = []
+        for nr, g in enumerate(grad_outputs):
+            sent = self.sent.pop((i, nr), None)
+            same = sent is not None and g is not None and sent[0] is not None \
+                and sent[0] == stats.key(g)
+            upstream.append(sent[1] if same else self.record(g))
+        return tuple(upstream)
+
+    def _downstream(self, info: NodeInfo, grad_inputs: tuple, grad_outputs: tuple,
+                    upstream: tuple) -> tuple:
+        """The contributions node sends to each input, recorded; a single edge's goes on ahead."""
+        downstream = []
+        for (c, nr), g in zip(info.children, grad_inputs):
+            rec = None if g is None else stats.same_memory(g, self.level, grad_outputs, upstream)
+            if rec is None:
+                rec = self.record(g)
+            downstream.append(rec)
+            if g is not None and c >= 0 and self.fan_in.get((c, nr)) == 1:
+                self.sent[(c, nr)] = (stats.key(g), rec)
+        return tuple(downstream)
+
+    def _sum_leaves(self, info: NodeInfo, grad_inputs: tuple) -> None:
+        """Add what this node sends to each leaf input to that leaf's sum."""
+        with torch.no_grad():
+            for (c, _), g in zip(info.children, grad_inputs):
+                if c >= 0 and g is not None and self.infos[c].kind == "input":
+                    prev = self.sums.get(c)
+                    self.sums[c] = g.detach().clone() if prev is None else prev + g
+
+    def remove_hooks(self) -> None:
+        """Remove every hook of this recording (after the call, also when it raised)."""
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
