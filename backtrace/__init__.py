@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 # Names whose modules import torch or other heavy packages: loaded on first use only.
 _LAZY = {
     "export": "backtrace.render.formats:export",
+    "show": "backtrace.render.formats:show",
     "trace": "backtrace.tracer:trace",
     "view": "backtrace.render.formats:view",
     "watch": "backtrace.training.watch:watch",

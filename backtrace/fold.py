@@ -62,6 +62,15 @@ def needs_folding(trace: Trace, depth: int | None, hide: Sequence[str], budget: 
     return "fold" not in trace.meta and any(n.module for n in trace.nodes)
 
 
+def fold_if_needed(trace: Trace, depth: int | None = None, hide: Sequence[str] = (),
+                   budget: int | None = None) -> Trace:
+    """`fold` when the trace has modules to cluster, kinds to hide or too many nodes; else itself."""
+    budget = DEFAULT_BUDGET if budget is None else budget
+    if not needs_folding(trace, depth, hide, budget):
+        return trace
+    return fold(trace, depth=depth, hide=hide, budget=budget)
+
+
 @dataclass
 class Merge:
     """Sibling module instances with the same structure, drawn once as their first instance."""

@@ -157,7 +157,7 @@ ROWS = (
                lambda a, lo, hi, o: float(a > hi or hi < lo)),
        rules=("1 if {b} <= {a} <= {c} else 0", "1 if {a} < {b} < {c} else 0",
               "1 if {a} > {c} or {c} < {b} else 0"),
-       torch="torch.clamp", doc="a limited to the range b..c (c wins when b > c)"),
+       torch="torch.clamp", doc="a limited to [b, c] (c wins when b > c)"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in ROWS}

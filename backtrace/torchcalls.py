@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One recorded call: the torch function (or the custom Function class) and what it was given."""
 
@@ -29,7 +29,6 @@ class Call:
     out: Any
     inside: bool = False  # made inside a custom Function's forward
     custom: bool = False  # func is a torch.autograd.Function subclass
-    extra: dict = field(default_factory=dict)  # room for the caller's notes
 
 
 def user_functions() -> list[type]:
@@ -61,7 +60,8 @@ class TorchCalls(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self.on_call(Call(func, tuple(args), dict(kwargs), out, inside=self.depth > 0))
+        # No copies of args and kwargs: this runs on every torch call while the recorder is on.
+        self.on_call(Call(func, args, kwargs, out, self.depth > 0))
         return out
 
     def __enter__(self) -> TorchCalls:

@@ -10,8 +10,6 @@ import torch
 from torch import nn
 
 import backtrace
-from backtrace.render.torch_table import TorchTraceView
-from backtrace.cli.output import console
 
 
 def main() -> None:
@@ -30,7 +28,7 @@ def main() -> None:
         loss.backward()
 
     trace = t.trace
-    console().print(TorchTraceView(trace, "plain"))
+    backtrace.show(trace, "plain")
     same = all(torch.equal(trace.grads[name], p.grad) for name, p in model.named_parameters())
     print(f"\nloss = {loss.item():.6f}; {len(trace.nodes)} nodes, {len(trace.steps)} backward steps; "
           f"traced gradients equal .grad bit for bit: {same}")

@@ -10,8 +10,6 @@ import torch
 from torch import nn
 
 import backtrace
-from backtrace.cli.output import console
-from backtrace.render.torch_table import TorchTraceView
 
 
 def main() -> None:
@@ -27,10 +25,10 @@ def main() -> None:
         loss.backward()
 
     trace = t.trace
-    console().print(TorchTraceView(trace, "plain", module="self_attn"))
+    backtrace.show(trace, "plain", module="self_attn")
     modules: dict[str, float] = {}
     for name, g in trace.grads.items():  # level "stats": each gradient's norm, no tensor kept
-        module = trace.node(name).meta["module"]
+        module = trace.node(name).module
         modules[module] = modules.get(module, 0.0) + g.norm ** 2
     print("\ngradient norm per module:")
     for module, sq in sorted(modules.items()):

@@ -63,7 +63,7 @@ def descend(formula: str, values: tuple[str, ...], lr: float, steps: int, optimi
     from ..parser import parse
     from ..training.descend import descend_runs
     from ..training.views import print_comparison, print_descent
-    from .output import console, is_terminal
+    from ..render.console import console, is_terminal
 
     start, fixed = _inputs(values, fixes)
     if plot:

@@ -53,7 +53,7 @@ def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
     (upstream gradient × local derivative = contribution), then ∂f/∂x for each input
     with its derivation along every path."""
     from ..crosscheck import crosscheck
-    from .output import console, is_terminal
+    from ..render.console import console, is_terminal
 
     result = crosscheck(formula, parse_values(values), engine, check, Limits(max_nodes=max_nodes))
     write_outputs(result.trace, outputs, steps_dir, dot=dot)
@@ -62,7 +62,7 @@ def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
         _step_through(result.trace, fmt, console())
     else:
         print_view(result.trace, fmt)
-    if fmt != "json":
+    if fmt in ("table", "plain", "markdown"):  # other formats are data: the verdicts are in json
         _print_check(result, fmt)
 
 
@@ -83,7 +83,7 @@ def _step_through(trace, fmt: str, out) -> None:
 def _print_check(result, fmt: str) -> None:
     """The torch section, then one verdict line each, never wrapped (they are meant to be grepped)."""
     from ..render.torch_table import EngineCheck
-    from .output import console
+    from ..render.console import console
 
     out = console()
     if result.torch is not None and result.reference is not None:

@@ -10,21 +10,9 @@ def ops() -> None:
 
     Each row is one entry of backtrace's op table, the same table the parser, the engines and
     the renderers read."""
-    from rich import box
-    from rich.table import Table
+    from ..render.ops_view import constants_line, ops_table
+    from ..render.console import console, is_terminal
 
-    from ..ops import CALL, CONSTANTS, OPS, operands
-    from .output import console, is_terminal
-
-    table = Table(title="backtrace ops", header_style="bold", box=box.ROUNDED if is_terminal() else None)
-    for column in ("op", "written", "arity", "local derivatives", "meaning"):
-        table.add_column(column, no_wrap=column != "meaning")
-    for op in OPS.values():
-        written = "  or  ".join([op.expression(*operands(op.arity)),
-                                 *(f"{name}({', '.join(operands(op.arity))})" for name in op.spellings
-                                   if op.kind != CALL)])
-        rules = "\n".join(op.rule_text(slot) for slot in range(op.arity))
-        table.add_row(op.name, written, str(op.arity), rules, op.doc)
     out = console()
-    out.print(table)
-    out.print("constants: " + ", ".join(f"{k} = {v!r}" for k, v in CONSTANTS.items()))
+    out.print(ops_table("table" if is_terminal() else "plain"))
+    out.print(constants_line(), highlight=False)

@@ -99,15 +99,15 @@ def write_outputs(trace, outputs: tuple[str, ...], steps_dir: str | None, **opti
 
 def view_of(trace, fmt: str | None, **options):
     """The trace in format `fmt`, ready for `show` (table on a terminal, plain elsewhere)."""
+    from ..render.console import is_terminal
     from ..render.formats import view
-    from .output import is_terminal
 
     return view(trace, fmt or ("table" if is_terminal() else "plain"), **options)
 
 
 def show(shown) -> None:
     """Print what a format made: text as it is, renderables on the console."""
-    from .output import console
+    from ..render.console import console
 
     if isinstance(shown, str):
         click.echo(shown, nl=not shown.endswith("\n"))

@@ -29,7 +29,7 @@ def train(script: str, args: tuple[str, ...], dataset_size: int | None, batch_si
     from ..training.plots import check_suffix
     from ..training.session import train_script
     from ..training.views import print_report
-    from .output import console
+    from ..render.console import console
 
     if (dataset_size is None) != (batch_size is None):
         raise UsageError("give --dataset-size and --batch-size together")

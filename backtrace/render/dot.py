@@ -279,32 +279,35 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
     (by gradient norm, log scale) or "kind"."""
     import graphviz
 
-    from ..fold import DEFAULT_BUDGET, fold, needs_folding
+    from ..fold import fold_if_needed
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    hide = tuple(hide)
-    budget = DEFAULT_BUDGET if budget is None else budget
-    if folding and needs_folding(trace, depth, hide, budget):
-        trace = fold(trace, depth=depth, hide=hide, budget=budget)
-    tensors = not trace.scalar
-    colour = colour or ("grad" if tensors else "kind")
+    if folding:
+        trace = fold_if_needed(trace, depth, tuple(hide), budget)
+    colour = colour or ("kind" if trace.scalar else "grad")
     scale = norm_scale(trace) if colour == "grad" and mode == "backward" else None
     state = frame(trace, step) if step is not None else None
     into = consumer_edges(trace)
-    backward = step_edges(trace)
     ids = dot_ids(trace.nodes)
-    done_step = {s.node: k for k, s in enumerate(trace.steps)}
 
     g = graphviz.Digraph(name="backtrace", graph_attr={
         "rankdir": "LR", "fontname": FONT, "newrank": "true", "nodesep": "0.3", "ranksep": "0.5"},
         node_attr={"fontname": FONT, "fontsize": "11", "margin": "0.05,0.03"},
         edge_attr={"fontname": FONT, "fontsize": "10", "arrowsize": "0.7"})
-
     labels = trace.meta.get("fold", {}).get("clusters", {})
     emit_clusters(g, "", cluster_tree(trace), lambda n: _draw_node(
         n, trace, ids, state, into, mode, scale), labels)
+    _emit_wires(g, trace, ids, state, mode)
+    _caption(g, trace, state, mode, scale, legend)
+    return g
 
+
+def _emit_wires(g, trace: Trace, ids: dict[str, str], state: Frame | None, mode: str) -> None:
+    """One wire per input slot (x*x has two), labelled with its value and backward product."""
+    backward = step_edges(trace)
+    done_step = {s.node: k for k, s in enumerate(trace.steps)}
+    tensors = not trace.scalar
     for node in trace.nodes:
         upstream, by_input = backward.get(node.id, (None, {}))
         seen: dict[str, int] = defaultdict(int)
@@ -323,6 +326,9 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
                 attrs["label"] = label
             g.edge(ids[src], ids[node.id], **attrs)
 
+
+def _caption(g, trace: Trace, state: Frame | None, mode: str, scale, legend: bool) -> None:
+    """The legend (or just the title) as the graph's own label."""
     notes = list(trace.meta.get("fold", {}).get("notes", ()))
     if state is not None:
         notes.insert(0, replay_caption(trace, state))
@@ -331,7 +337,6 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
         g.attr(label=legend_label(mode, scale, notes, title), labelloc="b", labeljust="l")
     elif title:
         g.attr(label=plain(title), labelloc="t")
-    return g
 
 
 def replay_caption(trace: Trace, state: Frame) -> str:

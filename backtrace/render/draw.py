@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..fold import DEFAULT_BUDGET, fold, needs_folding
+from ..fold import fold_if_needed
 from ..traces import Trace
 from .layout import render_pdf, run_dot
 from .options import Options
@@ -11,10 +11,7 @@ from .options import Options
 
 def prepare(trace: Trace, opts: Options) -> Trace:
     """The trace as it will be drawn: folded when it has modules, hidden kinds or too many nodes."""
-    budget = DEFAULT_BUDGET if opts.budget is None else opts.budget
-    if not needs_folding(trace, opts.depth, opts.hide, budget):
-        return trace
-    return fold(trace, depth=opts.depth, hide=opts.hide, budget=budget)
+    return fold_if_needed(trace, opts.depth, opts.hide, opts.budget)
 
 
 def notes(drawn: Trace) -> list[str]:

@@ -17,9 +17,6 @@ from ..files import write_atomic
 from ..traces import Trace
 from .options import Options
 
-PIPE_WIDTH = 120  # text files and pipes: wide enough that tables do not wrap
-
-
 @dataclass(frozen=True)
 class Format:
     """One output format: its name, help line, file suffixes and maker."""
@@ -72,6 +69,20 @@ def view(trace: Trace, name: str, opts: Options | None = None, **options: Any) -
     return f.make(_prepare(trace, o) if f.drawn else trace, o)
 
 
+def show(trace: Trace, name: str | None = None, opts: Options | None = None,
+         **options: Any) -> None:
+    """Print the trace in the named format, as the command line does (default: table on a
+    terminal, plain text elsewhere)."""
+    from .console import console, is_terminal
+
+    shown = view(trace, name or ("table" if is_terminal() else "plain"), opts, **options)
+    if isinstance(shown, (str, bytes)):
+        text = shown.decode() if isinstance(shown, bytes) else shown
+        console().file.write(text if text.endswith("\n") else text + "\n")
+    else:
+        console().print(shown)
+
+
 def _prepare(trace: Trace, opts: Options) -> Trace:
     from .draw import prepare
     return prepare(trace, opts)
@@ -82,6 +93,7 @@ def _file_data(made: Any) -> bytes | str:
     if isinstance(made, (bytes, str)):
         return made
     from . import to_text
+    from .console import PIPE_WIDTH
 
     return to_text(made, width=PIPE_WIDTH) + "\n"
 

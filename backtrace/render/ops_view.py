@@ -1,0 +1,26 @@
+"""`backtrace ops`: the op table as a table, one row per op with its derivative rules."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..ops import CALL, CONSTANTS, OPS, operands
+from . import tables
+
+
+def ops_table(style: str = "plain") -> Table:
+    """Every op: its name, how it is written, its arity, its local derivatives, what it means."""
+    t = tables.table(("op", "written", "arity", "local derivatives", "meaning"), style,
+                     title="backtrace ops")
+    for column in t.columns[:-1]:
+        column.no_wrap = True
+    for op in OPS.values():
+        names = operands(op.arity)
+        spelled = [f"{name}({', '.join(names)})" for name in op.spellings if op.kind != CALL]
+        tables.add_row(t, op.name, "  or  ".join([op.expression(*names), *spelled]),
+                       str(op.arity), "\n".join(op.rule_text(k) for k in range(op.arity)), op.doc)
+    return t
+
+
+def constants_line() -> str:
+    """The named constants of the formula language, with their values."""
+    return "constants: " + ", ".join(f"{k} = {v!r}" for k, v in CONSTANTS.items())
