@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..values import shape_text
 from . import compat
 from .nodes import NodeInfo
 
@@ -94,12 +95,8 @@ def saved(info: NodeInfo, node: Any) -> Any:
 def describe(v: Any) -> str:
     """A saved value in a few characters: ``[3×4] float32`` for a tensor, else its short repr."""
     if isinstance(v, torch.Tensor):
-        return f"[{_shape(v.shape)}] {str(v.dtype).removeprefix('torch.')}"
+        return f"{shape_text(v.shape)} {str(v.dtype).removeprefix('torch.')}"
     if isinstance(v, (tuple, list)) and v and isinstance(v[0], torch.Tensor):
         return ", ".join(describe(x) for x in v)
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _shape(shape: Any) -> str:
-    return "×".join(map(str, shape)) or "scalar"
