@@ -48,6 +48,10 @@ class TraceFormatError(BacktraceError):
     """A trace file is malformed or of a schema this version cannot read."""
 
 
+class TraceMismatchError(UsageError):
+    """Two traces cannot be compared: different models or engines (exit code 2, as diff's)."""
+
+
 class RenderError(BacktraceError):
     """Graphviz failed, was not found, or took too long."""
 
