@@ -396,3 +396,19 @@ def test_python_api_takes_tracers_and_paths(tmp_path):
         backtrace.diff(path, 3)
     data = backtrace.diff(tracers[0], tracers[1]).to_dict()
     assert json.loads(json.dumps(data, allow_nan=False)) == data
+
+
+def test_diff_help_teaches_and_loads_no_heavy_package():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom backtrace.cli import cli\n"
+            "try:\n    cli.main(['diff', '--help'], standalone_mode=False)\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'rich', 'graphviz', 'matplotlib')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "backtrace diff fp32.json bf16.json" in done.stdout and "Exit codes: 0" in done.stdout
+    assert max(len(line) for line in done.stdout.splitlines()[:-1]) <= 80

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..traces import Trace, load
-from .align import Alignment, align, clean_path, named
+from .align import Alignment, align, clean_path, named, op_of
 from .measure import agree, distance, relative, size
 from .report import DiffReport, Divergence, ModuleError, ParameterError, Unaligned
 from .walk import Walk
@@ -105,6 +105,6 @@ def parameter_errors(al: Alignment, rtol: float, atol: float) -> list[ParameterE
 
 def _unaligned(al: Alignment) -> list[Unaligned]:
     def text(trace: Trace, ids: list[str]) -> tuple[str, ...]:
-        return tuple(f"{i} {trace.node(i).op}" + (f" ({trace.node(i).module})"
-                                                   if trace.node(i).module else "") for i in ids)
+        nodes = [trace.node(i) for i in ids]
+        return tuple(f"{n.id} {op_of(n)}" + (f" ({n.module})" if n.module else "") for n in nodes)
     return [Unaligned(text(al.a.trace, r.a), text(al.b.trace, r.b)) for r in al.regions]

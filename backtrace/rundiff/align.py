@@ -25,6 +25,11 @@ def is_cast(node: TraceNode) -> bool:
     return node.kind == "op" and len(node.inputs) == 1 and node.meta.get("torch_type") in CASTS
 
 
+def op_of(node: TraceNode) -> str:
+    """The node's op; a torch.compile region as one, whatever op the forward stamped it with."""
+    return "compiled_function" if node.meta.get("opaque") == "torch.compile region" else node.op
+
+
 def named(node: TraceNode) -> bool:
     """A leaf with a name of its own (a parameter, a names= tensor), not a fresh %k id."""
     return node.kind == "input" and not node.id.startswith("%")
@@ -87,6 +92,7 @@ class Alignment:
     b: Side
     pairs: dict[str, str]  # first trace id -> second trace id
     regions: list[Region]
+    _index: dict = field(default_factory=dict, init=False, repr=False)  # (side, id) -> region
 
     @property
     def back(self) -> dict[str, str]:
@@ -95,7 +101,10 @@ class Alignment:
 
     def region_of(self, side: str, node_id: str) -> Region | None:
         """The region holding a node of one side ("a" or "b"), if it is in one."""
-        return next((r for r in self.regions if node_id in getattr(r, side)), None)
+        if not self._index and self.regions:
+            self._index.update(((s, u), r) for r in self.regions for s in ("a", "b")
+                               for u in getattr(r, s))
+        return self._index.get((side, node_id))
 
 
 def align(a: Trace, b: Trace, names: tuple[str, str] = ("A", "B")) -> Alignment:
@@ -126,7 +135,7 @@ def _arity(side: Side, node_id: str) -> tuple[str, int]:
 
 
 def _key(n: TraceNode) -> str:
-    return "input" if n.kind == "input" else n.op
+    return "input" if n.kind == "input" else op_of(n)
 
 
 def _leaves(sa: Side, sb: Side, names: tuple[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .align import Alignment, Region
+from .align import Alignment, Region, op_of
 from .measure import agree, distance, relative, size
 from .report import Divergence
 
@@ -145,8 +145,8 @@ class Walk:
         node = self.a.node(x)
         delta, exact = distance(va, vb)
         self.divergences.append(Divergence(
-            x, y, node.op, node.module, what, va, vb, relative(delta, size(va)), exact, slot,
-            self._label(input), position=self.position.get(x, 0), op_b=self.b.node(y).op,
+            x, y, op_of(node), node.module, what, va, vb, relative(delta, size(va)), exact, slot,
+            self._label(input), position=self.position.get(x, 0), op_b=op_of(self.b.node(y)),
             agreed=agreed, root=root))
 
     def _label(self, node_id: str) -> str:
@@ -154,7 +154,7 @@ class Walk:
         if not node_id:
             return ""
         node = self.a.node(node_id)
-        return node_id if node.kind == "input" else f"{node_id} {node.op}"
+        return node_id if node.kind == "input" else f"{node_id} {op_of(node)}"
 
     def _region(self, region: Region, what: str, va: Any, vb: Any, at: str) -> None:
         """Report a region found in one run only (or replaced), compared at its boundary."""
@@ -169,13 +169,13 @@ class Walk:
                     default=self.position.get(at, 0) + (0.5 if what == "value" else -0.5))
         ids = (tuple(_labels(self.a, region.a)), tuple(_labels(self.b, region.b)))
         self.divergences.append(Divergence(
-            last_a, last_b, node.op, _module(self.a, region.a) or _module(self.b, region.b),
+            last_a, last_b, op_of(node), _module(self.a, region.a) or _module(self.b, region.b),
             what, va, vb, relative(delta, size(va)), exact, None, self._label(at), ids,
             position=where))
 
 
 def _labels(trace: Any, ids: list[str]) -> list[str]:
-    return [f"{i} {trace.node(i).op}" for i in ids]
+    return [f"{i} {op_of(trace.node(i))}" for i in ids]
 
 
 def _module(trace: Any, ids: list[str]) -> str:
