@@ -5,14 +5,14 @@ import click
 
 _HELP = (
     "\b\nExamples:\n"
-    "  backtrace trace -o fp32.json train.py               save one run's trace\n"
-    "  backtrace trace -o bf16.json train.py --bf16        another (the script's own flag)\n"
-    "  backtrace diff fp32.json bf16.json                  the report\n"
-    "  backtrace diff old.json new.json --rtol 1e-3        a looser tolerance\n"
+    "  backtrace trace -o fp32.json train.py          save one run's trace\n"
+    "  backtrace trace -o bf16.json train.py --bf16   a second run (its own flag)\n"
+    "  backtrace diff fp32.json bf16.json             the report\n"
+    "  backtrace diff old.json new.json --rtol 1e-3   a looser tolerance\n"
     "  backtrace diff a.json b.json --format json | jq .first\n"
-    "\b\nTwo values agree when |a - b| <= atol + rtol * max(|a|, |b|) element by element\n"
+    "\b\nValues agree when |a - b| <= atol + rtol * max(|a|, |b|), element by element\n"
     "(for statistics: norm, mean and max |x|). Exit codes: 0 the runs agree, 1 they\n"
-    "differ (or a file cannot be read), 2 they cannot be compared (different models)."
+    "differ (or a file cannot be read), 2 they cannot be compared (other models)."
 )
 
 
