@@ -412,3 +412,35 @@ def test_diff_help_teaches_and_loads_no_heavy_package():
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "backtrace diff fp32.json bf16.json" in done.stdout and "Exit codes: 0" in done.stdout
     assert max(len(line) for line in done.stdout.splitlines()[:-1]) <= 80
+
+
+def test_a_node_in_one_run_only_is_reported_as_such_and_compared_at_its_boundary():
+    def run_with(scale):
+        torch.manual_seed(0)
+        a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+        model = torch.nn.ModuleDict({"a": a, "b": b})
+        x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+        with backtrace.trace(model=model, level="full") as t:
+            h = torch.tanh(a(x))
+            if scale is not None:
+                h = h * scale
+            b(h).pow(2).sum().backward()
+        return t.trace, h
+
+    plain, h = run_with(None)
+    noop, _ = run_with(1.0)
+    report = backtrace.diff(plain, noop, names=("v1", "v2"))
+    assert not report.differ
+    assert [(u.a, u.b) for u in report.unaligned] == [((), ("%5 mul",))]
+    scaled, h2 = run_with(1.1)
+    report = backtrace.diff(plain, scaled, names=("v1", "v2"))
+    first = report.first
+    assert (first.what, first.region, first.node_b) == ("value", ((), ("%5 mul",)), "%5")
+    assert first.rel_error == pytest.approx(rel(h, h2), rel=1e-6)  # the value it passes on
+    assert first.sentence(report.names) == (
+        "the node %5 mul found in v2 only, compared at its boundary: its inputs agree but the value "
+        "it passes to %5 linear (v2: %7) differs")
+    assert report.line().endswith("is %5 mul (v2 only), its forward value")
+    # The other way round: the node is in the first run only.
+    report = backtrace.diff(scaled, plain)
+    assert report.first.region == (("%5 mul",), ()) and report.first.node == "%5"

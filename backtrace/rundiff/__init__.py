@@ -29,11 +29,11 @@ def diff(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6,
         raise UsageError(f"tolerances must be non-negative numbers, got rtol={rtol}, atol={atol}")
     ta, tb = _trace(a, names[0]), _trace(b, names[1])
     al = align(ta, tb, names)
-    walk = Walk(al, rtol, atol)
+    walk = Walk(al, rtol, atol, names)
     divergences = walk.run()
     # Where any difference starts at all: a difference below the tolerance can grow past it
     # further on (LayerNorm's backward amplifies relative error element by element).
-    exact = Walk(al, 0.0, 0.0).run() if walk.differences else []
+    exact = Walk(al, 0.0, 0.0, names).run() if walk.differences else []
     return DiffReport(
         names, rtol, atol, divergences[0] if divergences else None, divergences,
         module_errors(al), parameter_errors(al, rtol, atol), _unaligned(al), len(al.pairs),

@@ -50,22 +50,31 @@ class Divergence:
         op = self.op if not self.op_b or self.op_b == self.op else f"{self.op}/{self.op_b}"
         return f"{ids} {op}" + (f" ({self.module})" if self.module else "")
 
-    def short(self) -> str:
+    def short(self, names: tuple[str, str] = ("A", "B")) -> str:
         """Where and what, in a few words: ``%3 sq (blocks.1), its local derivative``."""
-        where = f"a region of {self.module or 'the model'}" if any(self.region) else self.name
+        a, b = self.region
+        if len(a) + len(b) == 1:
+            where = f"{(a or b)[0]} ({names[0] if a else names[1]} only)"
+        elif a or b:
+            where = (f"a region of {self.module or 'the top level'} ({len(a)} nodes in {names[0]}, "
+                     f"{len(b)} in {names[1]})")
+        else:
+            where = self.name
         return f"{where}, {KIND[self.what]}"
 
-    def sentence(self) -> str:
-        """What happened here, in words."""
+    def sentence(self, names: tuple[str, str] = ("A", "B")) -> str:
+        """What happened here, in words (`names`: what the two runs are called)."""
         to = f" to {self.input}" + (f" (slot {self.slot})" if self.slot is not None else "")
         if any(self.region):
-            where = f"the nodes {_region_text(self.region)}"
+            one = len(self.region[0]) + len(self.region[1]) == 1
+            where = f"the node{'' if one else 's'} {_region_text(self.region, names)}"
             inside = f" ({self.module})" if self.module else ""
+            their, they = ("its", "it") if one else ("their", "they")
             if self.what == "value":
-                return (f"{where}{inside}, compared at their boundary: their inputs agree but the "
-                        f"value they pass{to} differs")
-            return (f"{where}{inside}, compared at their boundary: the gradients entering agree "
-                    f"but the gradient they send{to} differs")
+                return (f"{where}{inside}, compared at {their} boundary: {their} inputs agree but "
+                        f"the value {they} pass{'es' if one else ''}{to} differs")
+            return (f"{where}{inside}, compared at {their} boundary: the gradients entering agree "
+                    f"but the gradient {they} send{'s' if one else ''}{to} differs")
         if self.what == "local":
             return (f"{self.name}: its upstream gradient agrees but the gradient it sends{to} "
                     "differs, so its local derivative differs")
@@ -183,7 +192,7 @@ class DiffReport:
             return (f"{a} and {b} differ beyond {tol} in {self.differences} quantities, though "
                     "no node makes a difference that large by itself")
         return (f"{a} and {b} differ beyond {tol}; the first divergence in backward order is "
-                f"{self.first.short()}")
+                f"{self.first.short(self.names)}")
 
     def to_dict(self) -> dict:
         """The JSON of ``backtrace diff --format json``."""
@@ -200,11 +209,11 @@ class DiffReport:
                 "line": self.line()}
 
 
-def _region_text(region: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+def _region_text(region: tuple[tuple[str, ...], tuple[str, ...]], names: tuple[str, str]) -> str:
     a, b = region
     if a and b:
-        return f"{_few(a)} of A and {_few(b)} of B"
-    return f"{_few(a or b)} found in {'A' if a else 'B'} only"
+        return f"{_few(a)} of {names[0]} and {_few(b)} of {names[1]}"
+    return f"{_few(a or b)} found in {names[0] if a else names[1]} only"
 
 
 def _few(ids: tuple[str, ...], n: int = 3) -> str:

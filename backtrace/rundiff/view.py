@@ -28,14 +28,14 @@ class DiffView:
             yield from self._first(r.first)
         if r.earlier is not None:
             yield self._heading("Below the tolerance, the differences start earlier")
-            yield Text(f"{r.earlier.sentence()}: relative error "
+            yield Text(f"{r.earlier.sentence(r.names)}: relative error "
                        f"{_error(r.earlier.rel_error, r.earlier.exact)}, which grows past the "
                        "tolerance further on.")
         others = r.divergences[1:]
         if others:
             yield self._heading(f"Other places where a difference starts ({len(others)})")
             for d in others[: self.limit]:
-                yield Text(f"  {d.what}: {d.sentence()}")
+                yield Text(f"  {d.what}: {d.sentence(r.names)}")
             yield from self._more(len(others))
         narrow = options.max_width < 72  # leave out what matters least, not the names' ends
         yield from self._modules(narrow)
@@ -57,7 +57,7 @@ class DiffView:
         from ..render.tables import add_row, table
 
         yield self._heading("First divergence in backward order")
-        yield Text(d.sentence())
+        yield Text(d.sentence(self.report.names))
         t = table(("quantity", self.report.names[0], self.report.names[1], "rel. error"),
                   self.style, right=("rel. error",))
         for quantity, a, b in d.agreed:

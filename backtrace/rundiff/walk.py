@@ -19,8 +19,9 @@ from .report import Divergence
 class Walk:
     """Both walks over one alignment; `divergences` in backward order once `run` has run."""
 
-    def __init__(self, al: Alignment, rtol: float, atol: float) -> None:
-        self.al, self.rtol, self.atol = al, rtol, atol
+    def __init__(self, al: Alignment, rtol: float, atol: float,
+                 names: tuple[str, str] = ("A", "B")) -> None:
+        self.al, self.rtol, self.atol, self.names = al, rtol, atol, names
         self.a, self.b, self.pairs, self.back = al.a.trace, al.b.trace, al.pairs, al.back
         self.position = {n: k for k, n in enumerate(self.a.backward_order())}
         self.steps = ({s.node: s for s in self.a.steps}, {s.node: s for s in self.b.steps})
@@ -150,11 +151,13 @@ class Walk:
             agreed=agreed, root=root))
 
     def _label(self, node_id: str) -> str:
-        """A node of the first trace as a message names it: ``%10 linear``."""
+        """A node of the first trace as a message names it: ``%10 linear``, with its id in the
+        second trace when that differs (``%10 linear (B: %12)``)."""
         if not node_id:
             return ""
-        node = self.a.node(node_id)
-        return node_id if node.kind == "input" else f"{node_id} {op_of(node)}"
+        node, other = self.a.node(node_id), self.pairs.get(node_id, node_id)
+        text = node_id if node.kind == "input" else f"{node_id} {op_of(node)}"
+        return text if other == node_id else f"{text} ({self.names[1]}: {other})"
 
     def _region(self, region: Region, what: str, va: Any, vb: Any, at: str) -> None:
         """Report a region found in one run only (or replaced), compared at its boundary."""
