@@ -444,3 +444,26 @@ def test_a_node_in_one_run_only_is_reported_as_such_and_compared_at_its_boundary
     # The other way round: the node is in the first run only.
     report = backtrace.diff(scaled, plain)
     assert report.first.region == (("%5 mul",), ()) and report.first.node == "%5"
+
+
+def test_different_data_is_found_at_the_first_node_that_reads_it():
+    def run_on(x):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+        with backtrace.trace(model=model, level="full") as t:
+            model(x).sum().backward()
+        return t.trace
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    bad = x.clone()
+    bad[1, 1] = float("nan")
+    report = backtrace.diff(run_on(x), run_on(bad))
+    first = report.first
+    assert (first.op, first.module, first.what) == ("linear", "0", "value")
+    assert "an input that needs no gradient (data) is not recorded" in first.sentence()
+    params = {p.name: p.rel_error for p in report.parameters}
+    assert first.rel_error == params["0.weight"] == math.inf
+    assert params["2.bias"] == 0  # ∂L/∂b of the last layer is 1 per row, whatever the data
+    data = report.to_dict()
+    assert json.loads(json.dumps(data, allow_nan=False))["first"]["rel_error"] == "inf"
+    assert not backtrace.diff(run_on(bad), run_on(bad)).differ  # NaN where both have NaN agrees

@@ -65,7 +65,10 @@ def distance(u: Any, v: Any) -> tuple[float, bool]:
             bound = 0.0 if close(u, v, 0.0, 0.0) else math.inf
         return bound, False
     if is_tensor(u):
-        return float((u.detach().double() - v.detach().double().to(u.device)).norm()), True
+        x, y = u.detach().double(), v.detach().double().to(u.device)
+        same = (x == y) | (x.isnan() & y.isnan())  # NaN where both have NaN is no difference
+        d = float((x - y).masked_fill(same, 0.0).norm())
+        return (math.inf if d != d else d), True
     try:
         return abs(float(u) - float(v)), True
     except (TypeError, ValueError):

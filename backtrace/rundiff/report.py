@@ -39,6 +39,7 @@ class Divergence:
     op_b: str = ""  # the op in the second trace, when it differs (an edited node)
     agreed: tuple[tuple[str, Any, Any], ...] = ()  # what agreed here: (quantity, a, b)
     root: bool = False  # "gradient" at a root of the backward call
+    note: str = ""  # a caveat: what was not recorded here
 
     @property
     def name(self) -> str:
@@ -83,7 +84,7 @@ class Divergence:
                     "(the gradient passed to backward)")
         if self.what == "value" and self.op == "input":
             return f"{self.name}: the runs start from different values of this input"
-        return f"{self.name}: {WHAT[self.what]}"
+        return f"{self.name}: {WHAT[self.what]}" + (f" ({self.note})" if self.note else "")
 
     def to_dict(self) -> dict:
         """JSON-ready: the differing quantities as numbers or statistics."""
@@ -94,7 +95,7 @@ class Divergence:
                 "input": self.input, "region": {"a": list(self.region[0]),
                                                 "b": list(self.region[1])},
                 "agreed": [{"quantity": q, "a": summary(x), "b": summary(y)}
-                           for q, x, y in self.agreed]}
+                           for q, x, y in self.agreed], "note": self.note}
 
 
 @dataclass(frozen=True)

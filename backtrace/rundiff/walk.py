@@ -58,7 +58,9 @@ class Walk:
                 for region in unseen:
                     self._region(region, "value", va, vb, x)
             else:
-                self._found(x, y, "value", va, vb)
+                data = any(self.al.a.is_const(i) for i in self.al.a.inputs(x))
+                self._found(x, y, "value", va, vb, note="an input that needs no gradient (data) "
+                            "is not recorded: it may differ" if data else "")
         self.clean[x] = inputs_ok and own is not False
 
     def _inputs(self, x: str, y: str) -> tuple[bool, list[Region]]:
@@ -142,13 +144,13 @@ class Walk:
 
     # -- what is reported
     def _found(self, x: str, y: str, what: str, va: Any, vb: Any, slot: int | None = None,
-               input: str = "", agreed: tuple = (), root: bool = False) -> None:
+               input: str = "", agreed: tuple = (), root: bool = False, note: str = "") -> None:
         node = self.a.node(x)
         delta, exact = distance(va, vb)
         self.divergences.append(Divergence(
             x, y, op_of(node), node.module, what, va, vb, relative(delta, size(va)), exact, slot,
             self._label(input), position=self.position.get(x, 0), op_b=op_of(self.b.node(y)),
-            agreed=agreed, root=root))
+            agreed=agreed, root=root, note=note))
 
     def _label(self, node_id: str) -> str:
         """A node of the first trace as a message names it: ``%10 linear``, with its id in the
