@@ -9,7 +9,6 @@ from ..values import describe, format_number, shape_text
 from .measure import distance, relative, size
 from .report import DiffReport, Divergence, percent
 
-STYLES = ("table", "plain", "markdown")
 WIDTH = 80  # off a terminal the report is laid out for 80 columns
 
 
