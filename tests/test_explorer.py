@@ -25,6 +25,7 @@ from backtrace.render.explorer_data import initial_depth, number
 from backtrace.render.formats import export
 from backtrace.render.options import Options
 from backtrace.traces import Edge, Step, Trace, TraceNode
+from backtrace.values import format_number
 
 from .conftest import NEURON, TEXTBOOK
 from .pages import Page, artifacts, browser, console_errors, open_page, page_data
@@ -81,7 +82,7 @@ def test_page_data_agrees_with_torch(transformer, transformer_page):
     nodes = {n["id"]: n for n in data["nodes"]}
     for name, p in model.named_parameters():  # every parameter's gradient, as torch has it
         assert nodes[name]["grad"]["norm"] == pytest.approx(float(p.grad.norm()), rel=1e-5), name
-        assert nodes[name]["grad"]["shape"] == list(p.shape)
+        assert nodes[name]["grad"]["shapeText"] == "[" + "×".join(map(str, p.shape)) + "]"
     modules = {m["path"]: m for m in data["modules"]}
     for k, (grad_in, grad_out) in enumerate(oracle):  # each block's boundary, from torch's hooks
         assert modules[f"layers.{k}"]["gradIn"]["norm"] == pytest.approx(grad_in, rel=1e-5)
@@ -131,7 +132,7 @@ def test_non_finite_numbers_travel_as_strict_json():
     data = page_data(explorer_html(nan_trace()))
     x, f = data["nodes"]
     assert x["grad"] == {"text": "nan", "norm": "NaN", "num": "NaN"}
-    assert f["value"]["num"] == "Infinity" and x["gradText"] == "nan"
+    assert f["value"]["num"] == "Infinity" and "gradText" not in x  # the same as grad's text
     assert [number(v) for v in (math.nan, math.inf, -math.inf, 2.5, None)] == \
         ["NaN", "Infinity", "-Infinity", 2.5, None]
 
@@ -298,6 +299,18 @@ def test_clicking_x_shows_what_each_consumer_sends(driver, tmp_path):
     driver.find_element("css selector", '.element[data-id="b"]').click()
     assert "∂b/∂x = 1" in panel.text and "Backward step 2 of 3" in panel.text
     assert console_errors(driver) == []
+
+
+def test_numbers_read_as_the_tables_write_them(driver, tmp_path):
+    page = tmp_path / "textbook.html"
+    export(backtrace.explain(TEXTBOOK[0], **TEXTBOOK[1]), page)
+    open_page(driver, page)
+    values = [0.19661193324148185, 1.6910703379835468e-06, 1e-05, 0.0001, 0.00012345678, -4.0,
+              123456.7, 1234567.0, 999999.5, 1e21, 2.5e-300, -0.5, 7]
+    shown = driver.execute_script("return arguments[0].map(v => BT.number(v))", values)
+    assert shown == [format_number(v) for v in values]
+    assert driver.execute_script("return ['NaN', 'Infinity', '-Infinity'].map(BT.number)") == \
+        [format_number(v) for v in (math.nan, math.inf, -math.inf)]
 
 
 def test_a_nan_gradient_is_marked(driver, tmp_path):

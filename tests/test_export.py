@@ -188,7 +188,7 @@ def check_file(path: Path) -> None:
         assert data.startswith(b"digraph backtrace {") and b">-12</TD>" in data
     elif suffix == ".html":
         nodes = {n["id"]: n for n in page_data(data.decode())["nodes"]}
-        assert nodes["f"]["value"]["num"] == -12 and nodes["x"]["gradText"] == "-4"
+        assert nodes["f"]["value"]["num"] == -12 and nodes["x"]["grad"]["num"] == -4
     elif suffix == ".json":
         assert json.loads(data)["grads"] == {"x": -4.0, "y": -4.0, "z": 3.0}
 

@@ -46,12 +46,16 @@ def value_data(v: Any) -> dict | None:
     stats = v if isinstance(v, TensorStats) else _tensor_stats(v) if is_tensor(v) else None
     if stats is None:
         return {"text": str(v)}
-    data = {"text": describe(v), "shape": list(stats.shape), "shapeText": shape_text(stats.shape),
-            "dtype": stats.dtype,
-            **{k: number(x) for k, x in zip(stats.NUMBERS, stats.numbers())}}
+    data = {"text": describe(v), "shapeText": shape_text(stats.shape), "dtype": stats.dtype,
+            **{k: number(_digits(x)) for k, x in zip(stats.NUMBERS, stats.numbers())}}
     if is_tensor(v) and 1 < v.numel() <= LISTED:
         data["items"] = describe(v, listed=LISTED)
     return data
+
+
+def _digits(x: float | None) -> float | None:
+    """A statistic to 9 significant digits: all a float32 holds, and a smaller page."""
+    return x if x is None or not math.isfinite(x) else float(f"{x:.9g}")
 
 
 def _tensor_stats(t: Any) -> TensorStats:
@@ -75,12 +79,15 @@ def _node(g: VisibleGraph, n: TraceNode, into: dict[str, list], formula: bool) -
     label, tag = _labels(n, formula)
     contributions = [e.contribution for e in into.get(n.id, ())]
     expr = n.expr if formula and n.op in OPS and n.kind == "op" and n.expr != n.id else ""
-    saved = n.meta.get("saved")
-    return {"id": n.id, "label": label, "tag": tag, "op": n.op, "kind": n.kind, "module": n.module,
-            "expr": expr, "type": str(n.meta.get("torch_type") or ""),
-            "inputs": list(g.inputs[n.id]), "value": value_data(n.value),
-            "grad": value_data(n.grad), "gradText": grad_cell(n, contributions).text,
-            **({"saved": {str(k): str(v) for k, v in saved.items()}} if saved else {})}
+    saved = {str(k): str(v) for k, v in (n.meta.get("saved") or {}).items()}
+    grad, grad_text = value_data(n.grad), grad_cell(n, contributions).text
+    found = {"id": n.id, "label": label if label != n.id else "", "tag": tag, "op": n.op,
+             "kind": n.kind, "module": n.module, "expr": expr,
+             "type": str(n.meta.get("torch_type") or ""), "inputs": list(g.inputs[n.id]),
+             "value": value_data(n.value), "grad": grad, "saved": saved,
+             "gradText": "" if grad and grad_text == grad["text"] else grad_text}
+    # Empty fields stay out (model.js fills them in): big traces make big pages.
+    return {k: v for k, v in found.items() if v or k in ("id", "op", "kind")}
 
 
 def _steps(trace: Trace, g: VisibleGraph) -> list[dict]:

@@ -8,6 +8,7 @@ BT.App = function (data) {
   this.model = new BT.Model(data);
   this.selection = null;
   this.mode = "explore";
+  this.depth = data.depth;
   this.panel = "inspect";
   this.timings = {};
   this.build();
@@ -32,8 +33,8 @@ BT.App.prototype.build = function () {
   this.tabs = BT.h("nav", {id: "tabs", role: "tablist"});
   this.panelEl = BT.h("div", {id: "panel", role: "tabpanel"});
   this.status = BT.h("div", {id: "status"});
-  this.busy = BT.h("div", {id: "busy", text: "laying out…", hidden: "hidden"});
-  this.stage = BT.h("div", {id: "stage"}, [BT.legend(d), this.status, this.busy]);
+  this.stage = BT.h("div", {id: "stage"}, [BT.legend(d), this.status]);
+  this.depthText = BT.h("span", {id: "depth", title: "modules deeper than this are folded"});
   document.body.appendChild(BT.h("header", {}, [
     BT.h("div", {"class": "brand"}, [BT.h("b", {text: "backtrace"}),
       BT.h("span", {"class": "title", text: d.title, title: d.title})]),
@@ -44,6 +45,10 @@ BT.App.prototype.build = function () {
         self.setMode("replay"); })]),
     BT.h("div", {"class": "search"}, [this.search, this.results]),
     BT.h("div", {"class": "tools"}, [
+      BT.h("span", {"class": "depth", hidden: this.model.modules.size ? null : "hidden"}, [
+        tool("shallower", "−", "fold one level more ([)", function () { self.refold(-1); }),
+        this.depthText,
+        tool("deeper", "+", "unfold one level more (])", function () { self.refold(1); })]),
       tool("direction", "Direction", "lay out down or across (d)", function () { self.turn(); }),
       tool("labels", "Wire labels", "values and contributions on the wires (l)", function () {
         self.toggleLabels(); }),
@@ -56,7 +61,11 @@ BT.App.prototype.build = function () {
 BT.legend = function (data) {
   var el = BT.h("div", {id: "legend"});
   if (data.mode !== "backward" || data.colour !== "grad" || !data.scale) {
-    el.appendChild(BT.h("span", {text: "fill: the kind of node (see Keys)"}));
+    var kinds = ["input", "op", "const", "output"].concat(data.modules.length ? ["module"] : []);
+    kinds.forEach(function (kind) {
+      el.appendChild(BT.h("span", {"class": "swatch"}, [
+        BT.h("i", {style: "background:" + data.style.kindFill[kind]}), kind]));
+    });
     return el;
   }
   el.appendChild(BT.h("span", {text: "‖gradient‖ " + BT.short(data.scale[0])}));
@@ -98,6 +107,7 @@ BT.App.prototype.layout = function (anchor, fit) {
     if (this.view.fitScale() < first * 1.1) { o.direction = was; ms += this.view.render(this.viz); }
   }
   this.timings.layout = ms;
+  this.depthText.textContent = "depth " + this.depth;
   this.status.textContent = vis.elements.size + " boxes shown of " + this.data.nodes.length
     + " nodes" + (this.data.hidden ? " (" + this.data.hidden + " hidden)" : "") + " · laid out in "
     + Math.round(ms) + " ms";
@@ -185,6 +195,19 @@ BT.App.prototype.setMode = function (mode) {
   if (mode === "replay") { this.replay.enter(); } else { this.replay.leave(); }
 };
 
+/* Fold every module at one depth more or less than now (everything is re-folded evenly). */
+BT.App.prototype.refold = function (by) {
+  var self = this, depths = Array.from(this.model.modules.keys()).map(BT.depthOf);
+  this.depth = Math.max(1, Math.min(Math.max.apply(null, [0].concat(depths)) + 1, this.depth + by));
+  this.model.foldAt(this.depth);
+  var count = this.model.visible().elements.size;
+  if (count <= BT.BIG) { this.layout(null, true); return; }
+  this.status.textContent = "laying out " + count + " boxes…";  // seconds: say so first
+  setTimeout(function () { self.layout(null, true); }, 30);
+};
+
+BT.BIG = 300;  // layouts of more boxes than this can take a second or more
+
 BT.App.prototype.turn = function () {
   this.view.options.direction = this.view.options.direction === "down" ? "across" : "down";
   this.layout(null, true);
@@ -265,6 +288,12 @@ BT.App.prototype.key = function (e) {
     "r": function () { this.setMode(this.mode === "replay" ? "explore" : "replay"); },
     "d": function () { this.turn(); },
     "l": function () { this.toggleLabels(); },
+    "[": function () { this.refold(-1); },
+    "]": function () { this.refold(1); },
+    "ArrowLeft": function () { this.view.panBy(60, 0); },
+    "ArrowRight": function () { this.view.panBy(-60, 0); },
+    "ArrowUp": function () { this.view.panBy(0, 60); },
+    "ArrowDown": function () { this.view.panBy(0, -60); },
     "Enter": function () { if (s && s.type === "module") { this.toggle(s.id); } },
     "Backspace": function () { this.foldSelection(); }
   };

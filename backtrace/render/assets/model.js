@@ -11,8 +11,19 @@ BT.parentPath = function (path) {
 BT.depthOf = function (path) { return path ? path.split(".").length : 0; };
 BT.boxId = function (path) { return "[" + path + "]"; };  // as backtrace.fold.box_id
 
+/* The page data leaves out what is empty or repeated (backtrace.render.explorer_data); fill it in. */
+BT.NODE_DEFAULTS = {label: "", tag: "", module: "", expr: "", type: "", inputs: [], value: null,
+                    grad: null};
+
 BT.Model = function (data) {
   var self = this;
+  data.nodes.forEach(function (n) {
+    Object.keys(BT.NODE_DEFAULTS).forEach(function (k) {
+      if (n[k] === undefined) { n[k] = BT.NODE_DEFAULTS[k]; }
+    });
+    if (!n.label) { n.label = n.id; }
+    if (n.gradText === undefined) { n.gradText = n.grad ? n.grad.text : "—"; }
+  });
   this.data = data;
   this.nodes = data.nodes;
   this.byId = new Map(data.nodes.map(function (n) { return [n.id, n]; }));
@@ -204,7 +215,7 @@ BT.Model.prototype.frame = function (done) {
    still arriving, or "pending". Returns {text, pending}. */
 BT.Model.prototype.gradText = function (n, frame) {
   var all = this.into.get(n.id) || [];
-  var none = n.grad === null && !all.some(function (c) { return c.edge.contribution; });
+  var none = !n.grad && !all.some(function (c) { return c.edge.contribution; });
   if (none) { return {text: n.gradText, pending: true}; }
   if (!frame || n.id === this.data.output) { return {text: n.gradText, pending: false}; }
   var count = frame.arrived.get(n.id) || 0;

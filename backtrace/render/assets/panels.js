@@ -31,9 +31,19 @@ BT.h = function (tag, attrs, children) {
   return el;
 };
 
+/* A dotted name that may break after its dots (layers.11.self_attn. | out_proj.weight). */
+BT.dotted = function (text) {
+  var parts = [];
+  text.split(".").forEach(function (p, k, all) {
+    parts.push(k < all.length - 1 ? p + "." : p);
+    if (k < all.length - 1) { parts.push(BT.h("wbr")); }
+  });
+  return parts;
+};
+
 BT.link = function (text, go, title) {
-  return BT.h("button", {"class": "link", type: "button", text: text, title: title || null,
-                         onclick: go});
+  return BT.h("button", {"class": "link", type: "button", title: title || null, onclick: go},
+              BT.dotted(text));
 };
 
 BT.nodeLink = function (app, id) {
@@ -43,7 +53,7 @@ BT.nodeLink = function (app, id) {
 };
 
 BT.STAT_LABELS = {norm: "‖·‖ (L2 norm)", mean: "mean", absmax: "max |·|"};
-BT.NOT_STATS = ["text", "shape", "shapeText", "dtype", "items", "parts", "num"];
+BT.NOT_STATS = ["text", "shapeText", "dtype", "items", "parts", "num"];
 
 /* A value's numbers as rows: shape and dtype, then every statistic the trace recorded. */
 BT.statRows = function (v) {
@@ -51,7 +61,7 @@ BT.statRows = function (v) {
   if (v.parts) {
     return v.parts.map(function (p, k) { return ["output " + k, p ? p.text : "—"]; });
   }
-  if (!v.shape) { return [["", v.text]]; }
+  if (!v.shapeText) { return [["", v.text]]; }
   var rows = [["shape", v.shapeText + " " + v.dtype]];
   Object.keys(v).forEach(function (k) {
     if (BT.NOT_STATS.indexOf(k) < 0) { rows.push([BT.STAT_LABELS[k] || k, BT.number(v[k])]); }
@@ -62,21 +72,26 @@ BT.statRows = function (v) {
 
 /* A value as the inspector shows it: a number in large type, a tensor as its statistics. */
 BT.valueBlock = function (v) {
-  if (v && !v.shape && !v.parts) { return BT.h("p", {"class": "big", text: v.text}); }
+  if (v && !v.shapeText && !v.parts) { return BT.h("p", {"class": "big", text: v.text}); }
   return BT.table(BT.statRows(v));
 };
 
-BT.number = function (x) {
+/* A number as backtrace.values.format_number writes it (Python's %.6g): -4, 0.196612, 1.69107e-06;
+   `digits` significant digits (BT.short: 3, for scales). */
+BT.number = function (x, digits) {
   if (x === null || x === undefined) { return "—"; }
-  var v = Number(x);
-  if (!isFinite(v)) { return String(v); }
-  return Number.isInteger(v) && Math.abs(v) < 1e15 ? String(v) : String(Number(v.toPrecision(6)));
+  var v = Number(x), d = digits || 6;
+  if (!isFinite(v)) { return isNaN(v) ? "nan" : v > 0 ? "inf" : "-inf"; }
+  if (Number.isInteger(v) && Math.abs(v) < 1e15) { return String(v); }
+  var exp = v.toExponential(d - 1).split("e"), e = Number(exp[1]);
+  if (e < -4 || e >= d) {
+    return exp[0].replace(/\.?0+$/, "") + "e" + (e < 0 ? "-" : "+")
+      + String(Math.abs(e)).padStart(2, "0");
+  }
+  return v.toPrecision(d).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
 };
 
-BT.short = function (x) {  // three digits, for scales and bars
-  var v = Number(x);
-  return isFinite(v) ? String(Number(v.toPrecision(3))) : String(v);
-};
+BT.short = function (x) { return BT.number(x, 3); };
 
 BT.table = function (rows, head) {
   var body = rows.map(function (r) {
@@ -111,7 +126,7 @@ BT.inspectNode = function (el, app, n) {
   var model = app.model, data = app.data, k = model.stepOf.get(n.id);
   var kind = n.kind === "op" ? n.op + (n.type && n.type !== n.op ? " · " + n.type : "")
     : n.kind === "input" && n.module ? "parameter" : n.kind;
-  el.appendChild(BT.h("h2", {text: n.label}));
+  el.appendChild(BT.h("h2", {}, BT.dotted(n.label)));
   el.appendChild(BT.h("p", {"class": "sub", text: kind + (n.label !== n.id ? " · " + n.id : "")
     + (n.expr ? " · " + n.id + " = " + n.expr : "")}));
   el.appendChild(BT.crumbs(app, n.module));
@@ -164,23 +179,26 @@ BT.stepTable = function (app, k) {
 
 BT.inspectModule = function (el, app, path) {
   var m = app.model.modules.get(path), open = app.model.foldedAt(path) === null;
-  el.appendChild(BT.h("h2", {text: path}));
+  el.appendChild(BT.h("h2", {}, BT.dotted(path)));
   el.appendChild(BT.h("p", {"class": "sub", text: "module · " + m.nodes + " nodes · "
     + m.params.length + " parameters"}));
   el.appendChild(BT.crumbs(app, BT.parentPath(path)));
   el.appendChild(BT.h("p", {}, [BT.h("button", {type: "button", "class": "action",
     text: open ? "Fold into one box" : "Unfold", onclick: function () { app.toggle(path); }})]));
-  if (app.data.mode === "backward") {
-    el.appendChild(BT.section("Gradient at its boundary", [BT.table([
-      ["into it, from outside (‖·‖)", m.gradIn ? m.gradIn.text : "? (several contributions)"],
-      ["out of it, to its consumers (‖·‖)", m.gradOut ? m.gradOut.text : "—"]])]));
+  if (app.data.mode === "backward") {  // backward enters a module at its outputs
+    el.appendChild(BT.section("Gradient norm at its boundary", [BT.table([
+      ["at its outputs (from its consumers)", m.gradOut ? m.gradOut.text : "—"],
+      ["at its inputs (what it sends back)", m.gradIn ? m.gradIn.text : "? (only statistics of "
+        + "several contributions)"]])]));
   }
   if (m.params.length) {
     el.appendChild(BT.section("Parameters", [BT.table(m.params.map(function (id) {
-      var n = app.model.byId.get(id);
-      return [BT.nodeLink(app, id), n.value ? (n.value.shapeText || n.value.text) : "",
-              n.grad ? n.grad.text : "—"];
-    }), ["name", "shape", "gradient"])]));
+      var n = app.model.byId.get(id), short = n.label.slice(path.length + 1) || n.label;
+      return [BT.link(short, function () { app.goTo(id); }, id),
+              BT.h("span", {"class": "nowrap",
+                            text: n.value ? (n.value.shapeText || n.value.text) : ""}),
+              n.grad ? BT.number(n.grad.norm) : "—"];
+    }), ["name", "shape", "‖gradient‖"])]));
   }
   el.appendChild(BT.section("Outputs", m.outputs.map(function (id) {
     return BT.h("div", {}, [BT.nodeLink(app, id)]);
@@ -233,8 +251,8 @@ BT.panel({
         app.data.style.palette), t = c ? (c.level + 1) / app.data.style.palette.length : 0;
       var bar = BT.h("span", {"class": "bar", style: "width:" + Math.round(t * 60) + "px;"
         + "background:" + (c ? c.fill : "transparent")});
-      return [BT.nodeLink(app, n.id), n.grad ? n.grad.text : "—", bar];
-    }), ["name", "gradient", ""]));
+      return [BT.nodeLink(app, n.id), n.grad ? BT.number(n.grad.norm) : "—", bar];
+    }), ["name", "‖gradient‖", ""]));
   }
 });
 
@@ -245,6 +263,8 @@ BT.KEYS = [
   ["Enter or double-click", "unfold the selected module (fold it again from its header)"],
   ["Backspace", "fold the module holding the selection"],
   ["Esc", "clear the selection and the search"],
+  ["[ and ]", "fold every module one level more, or unfold one level more"],
+  ["← ↑ → ↓", "pan (in replay: step)"],
   ["f", "fit the graph to the window"],
   ["+ / −, ctrl + wheel", "zoom; the wheel or a drag on the background pans"],
   ["r", "replay the backward pass; then ← → (or space) step, Home and End jump"],
@@ -255,7 +275,9 @@ BT.KEYS = [
 BT.panel({
   id: "keys", title: "Keys",
   render: function (el, app) {
-    el.appendChild(BT.section("Keyboard and mouse", [BT.table(BT.KEYS)]));
+    el.appendChild(BT.section("Keyboard and mouse", [BT.table(BT.KEYS.map(function (k) {
+      return [BT.h("kbd", {text: k[0]}), k[1]];
+    }))]));
     el.appendChild(BT.section("Colours", [BT.h("p", {text: BT.legendText(app.data)})]));
   }
 });

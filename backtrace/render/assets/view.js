@@ -227,6 +227,12 @@ BT.View.prototype.apply = function () {
   if (this.onmove) { this.onmove(); }
 };
 
+BT.View.prototype.panBy = function (dx, dy) {
+  this.at.x += dx;
+  this.at.y += dy;
+  this.apply();
+};
+
 BT.View.prototype.zoomAt = function (factor, cx, cy) {
   var k = Math.min(4, Math.max(0.05, this.at.k * factor));
   this.at.x = cx - (cx - this.at.x) * k / this.at.k;
