@@ -41,8 +41,11 @@ BT.App.prototype.build = function () {
     BT.h("div", {"class": "modes"}, [
       tool("mode-explore", "Explore", "fold, unfold, search and inspect", function () {
         self.setMode("explore"); }),
-      tool("mode-replay", "Replay", "step through the backward pass (r)", function () {
-        self.setMode("replay"); })]),
+      BT.h("button", {id: "mode-replay", type: "button", text: "Replay",
+        disabled: this.canReplay() ? null : "disabled",
+        title: this.canReplay() ? "step through the backward pass (r)"
+          : "no backward pass to replay in this trace (forward mode)",
+        onclick: function () { self.setMode("replay"); }})]),
     BT.h("div", {"class": "search"}, [this.search, this.results]),
     BT.h("div", {"class": "tools"}, [
       BT.h("span", {"class": "depth", hidden: this.model.modules.size ? null : "hidden"}, [
@@ -108,8 +111,8 @@ BT.App.prototype.layout = function (anchor, fit) {
   }
   this.timings.layout = ms;
   this.depthText.textContent = "depth " + this.depth;
-  this.status.textContent = vis.elements.size + " boxes shown of " + this.data.nodes.length
-    + " nodes" + (this.data.hidden ? " (" + this.data.hidden + " hidden)" : "") + " · laid out in "
+  this.status.textContent = BT.count(vis.elements.size, "box", "boxes") + " shown of "
+    + BT.count(this.data.nodes.length, "node", "nodes") + (this.data.hidden ? " (" + this.data.hidden + " hidden)" : "") + " · laid out in "
     + Math.round(ms) + " ms";
   this.mark();
   if (this.mode === "replay") { this.view.frame(this.replay.frame); }
@@ -120,6 +123,8 @@ BT.App.prototype.layout = function (anchor, fit) {
     this.view.fit(true);
   }
 };
+
+BT.count = function (n, one, many) { return n.toLocaleString("en") + " " + (n === 1 ? one : many); };
 
 BT.TRY_BOTH = 80;  // graphs this small are laid out both ways on opening
 
@@ -186,8 +191,12 @@ BT.App.prototype.goToModule = function (path) {
   }
 };
 
+BT.App.prototype.canReplay = function () {
+  return this.data.mode === "backward" && this.data.steps.length > 0;
+};
+
 BT.App.prototype.setMode = function (mode) {
-  if (mode === this.mode) { return; }
+  if (mode === this.mode || (mode === "replay" && !this.canReplay())) { return; }
   this.mode = mode;
   document.body.classList.toggle("replaying", mode === "replay");
   document.getElementById("mode-explore").setAttribute("aria-pressed", mode === "explore");
