@@ -166,8 +166,12 @@ def shots(tmp_path_factory):
 
 
 def shoot(driver, shots: Path, name: str, width: int) -> Path:
+    """A screenshot at `width` pixels: the page refits, or keeps the selection in the middle."""
     driver.set_window_size(width, 1200 if width > 1500 else 900)
-    driver.execute_script("window.dispatchEvent(new Event('resize'))")
+    driver.execute_script(
+        "window.dispatchEvent(new Event('resize'));"
+        "var s = backtrace.selection;"
+        "if (s && s.type === 'node') backtrace.view.show(backtrace.model.elementOf(s.id), true)")
     path = shots / f"{name}-{width}.png"
     driver.save_screenshot(str(path))
     return path
@@ -193,6 +197,7 @@ def test_transformer_opens_folded_and_unfolds_in_place(driver, transformer, tran
     g = visible_graph(trace, ())
     assert shown(driver) == set(layout(g, 2, []).order)  # the page folds as backtrace.fold does
     assert "[layers.3]" in shown(driver) and len(shown(driver)) <= 40
+    shoot(driver, shots, "transformer-folded", 1280)
     shoot(driver, shots, "transformer-folded", 1920)
     box = screen_box(driver, '.element[data-id="[layers.3]"] .frame')
     ActionChains(driver).double_click(driver.find_element(
@@ -200,9 +205,16 @@ def test_transformer_opens_folded_and_unfolds_in_place(driver, transformer, tran
     assert shown(driver) == set(layout(g, 2, []).order) - {"[layers.3]"} | {
         e for e in layout(g, 3, []).order if e.startswith(("[layers.3.", )) or
         (not e.startswith("[") and trace.node(e).module == "layers.3")}
+    minimap = driver.find_element("id", "minimap")  # the graph is taller than the window now
+    assert minimap.is_displayed()
+    before = driver.find_element("id", "scene").get_attribute("transform")
     opened = screen_box(driver, '.cluster[data-path="layers.3"] > rect')
     assert abs(opened["x"] - box["x"]) < 1.5 and abs(opened["y"] - box["y"]) < 1.5  # in place
     shoot(driver, shots, "transformer-unfolded", 1920)
+    ActionChains(driver).move_to_element_with_offset(minimap, 0, minimap.size["height"] // 2 - 4) \
+        .click().perform()  # near its bottom: the view goes to the end of the graph
+    assert driver.find_element("id", "scene").get_attribute("transform") != before
+    driver.execute_script("backtrace.goToModule('layers.3')")  # back to it, still unfolded
     driver.find_element("css selector", '.cluster[data-path="layers.3"] .header text').click()
     assert shown(driver) == set(layout(g, 2, []).order)  # folded again
     assert console_errors(driver) == []
@@ -271,6 +283,8 @@ def test_formula_pages_read_like_the_board(driver, tmp_path, shots, name, formul
     open_page(driver, page)
     t = backtrace.explain(formula[0], **formula[1])
     assert shown(driver) == {n.id for n in t.nodes}  # a small graph: every node, nothing folded
+    if name == "textbook":  # all of it in view: no minimap
+        assert not driver.find_element("id", "minimap").is_displayed()
     texts = driver.execute_script("return document.getElementById('graph').textContent")
     for s in t.steps:  # every wire shows upstream × local = contribution
         for e in s.edges:

@@ -25,7 +25,7 @@ from .options import Options
 # The vendored layout engine, the page's scripts in the order they build on each other (the
 # scripts of registered panels go between BEFORE and AFTER), and its style sheet.
 LIBRARY = "viz-global.js"
-BEFORE = ("model.js", "labels.js", "view.js", "panels.js")
+BEFORE = ("model.js", "labels.js", "view.js", "minimap.js", "panels.js")
 AFTER = ("replay.js", "app.js")
 STYLE = "explorer.css"
 MODES = ("explore", "replay")

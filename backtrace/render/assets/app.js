@@ -16,6 +16,7 @@ BT.App = function (data) {
     direction: data.scalar ? "across" : "down", labels: data.scalar, colour: data.colour,
     backward: data.mode === "backward"});
   this.stage.insertBefore(this.view.svg, this.stage.firstChild);
+  this.minimap = new BT.Minimap(this.view, this.stage);
   this.replay = new BT.Replay(this);
   this.stage.insertBefore(this.replay.bar, this.view.svg);
   this.bind();
@@ -271,6 +272,9 @@ BT.App.prototype.bind = function () {
     }
   });
   document.addEventListener("keydown", function (e) { self.key(e); });
+  window.addEventListener("resize", function () {  // refit, unless the reader placed the view
+    if (self.view.size && !self.view.placed) { self.view.fit(true); }
+  });
   this.search.addEventListener("input", function () { self.find(); });
   this.search.addEventListener("keydown", function (e) { self.searchKey(e); });
   this.search.addEventListener("blur", function () {

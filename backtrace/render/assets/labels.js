@@ -70,25 +70,32 @@ BT.rowWidth = function (row, measure) {
   return left + (right ? BT.SIZE.gap + right : 0) + (row.expand ? 16 : 0);
 };
 
-/* The two lines of a wire's label: the forward value, then upstream × local = contribution
-   (∂ contribution for tensors), or null when the wire stands for several links. */
+/* The lines of a wire's label: the forward value it carries, then upstream × local =
+   contribution (∂ contribution for tensors). A wire standing for several links shows the value
+   when they all carry the same one, and no contribution; null when there is nothing to show. */
 BT.wireLabel = function (wire, model, backward) {
-  if (wire.links.length !== 1) { return null; }
   var link = wire.links[0], src = model.byId.get(link.src), lines = [];
-  var value = src.value;
-  if (value) { lines.push({text: value.shapeText || value.text, cls: "fwd"}); }
-  if (backward) {
-    var e = model.edgeOf(link);
-    if (e) {
-      var step = model.data.steps[model.stepOf.get(link.dst)], text;
-      if (!e.contribution) { text = e.note || "no gradient"; }
-      else if (e.local && e.local.num !== undefined) {
-        text = step.upstream.text + " × " + e.local.text + " = " + e.contribution.text;
-      } else { text = "∂ " + e.contribution.text; }
-      lines.push({text: text, cls: e.contribution ? "bwd" : "bwd none", alt: "pending"});
-    }
+  var same = wire.links.every(function (l) { return l.src === link.src; });
+  if (src.value && same) { lines.push({text: src.value.shapeText || src.value.text, cls: "fwd"}); }
+  var e = backward && wire.links.length === 1 ? model.edgeOf(link) : null;
+  if (e) {
+    var step = model.data.steps[model.stepOf.get(link.dst)], text;
+    if (!e.contribution) { text = e.note || "no gradient"; }
+    else if (e.local && e.local.num !== undefined) {
+      text = step.upstream.text + " × " + e.local.text + " = " + e.contribution.text;
+    } else { text = "∂ " + e.contribution.text; }
+    lines.push({text: text, cls: e.contribution ? "bwd" : "bwd none", alt: "pending"});
   }
   return lines.length ? lines : null;
+};
+
+/* A wire's tooltip: what it joins, and for one link what flows back along it. */
+BT.wireTitle = function (wire, model) {
+  var ends = wire.links.map(function (l) { return l.src + " → " + l.dst; });
+  var text = ends.slice(0, 4).join("\n") + (ends.length > 4 ? "\n… " + ends.length + " links" : "");
+  var e = wire.links.length === 1 ? model.edgeOf(wire.links[0]) : null;
+  return text + (e && e.contribution ? "\ncontribution " + e.contribution.text : "")
+    + "\nclick for the numbers";
 };
 
 /* A gradient norm's colour on the trace's log scale (backtrace.render.dot.norm_colour). */

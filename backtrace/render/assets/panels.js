@@ -70,9 +70,11 @@ BT.statRows = function (v) {
   return rows;
 };
 
-/* A value as the inspector shows it: a number in large type, a tensor as its statistics. */
-BT.valueBlock = function (v) {
-  if (v && !v.shapeText && !v.parts) { return BT.h("p", {"class": "big", text: v.text}); }
+/* A value as the inspector shows it: a number in large type, a tensor as its statistics, or
+   `none` (default "not recorded") when there is none. */
+BT.valueBlock = function (v, none) {
+  if (!v) { return BT.h("p", {"class": "hint", text: none || "not recorded"}); }
+  if (!v.shapeText && !v.parts) { return BT.h("p", {"class": "big", text: v.text}); }
   return BT.table(BT.statRows(v));
 };
 
@@ -134,7 +136,8 @@ BT.inspectNode = function (el, app, n) {
   if (data.mode === "backward") {
     var fanIn = n.gradText.indexOf(" + ") > 0;  // (9) + (12) + (12) = 33: numbers only
     el.appendChild(BT.section("Gradient ∂" + data.output + "/∂" + n.id, [
-      fanIn ? BT.h("p", {"class": "big", text: n.gradText}) : BT.valueBlock(n.grad)]));
+      fanIn ? BT.h("p", {"class": "big", text: n.gradText})
+            : BT.valueBlock(n.grad, n.gradText === "—" ? "no gradient reaches it" : n.gradText)]));
     el.appendChild(BT.upstream(app, n));
     if (k !== undefined) { el.appendChild(BT.stepTable(app, k)); }
   }

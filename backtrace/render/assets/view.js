@@ -19,6 +19,7 @@ BT.View = function (root, model, options) {
   this.measure = new BT.Measure();
   this.svg = BT.svg("svg", {id: "graph", role: "img", "aria-label": "the graph"}, root);
   this.scene = BT.svg("g", {id: "scene"}, this.svg);
+  this.content = BT.svg("g", {id: "content"}, this.scene);  // the minimap shows it again
   this.at = {x: 0, y: 0, k: 1};
   this.items = new Map();   // element id -> {g, el, box: {x, y, w, h}, gradText}
   this.clusters = new Map();  // module path -> {g, box}
@@ -97,14 +98,14 @@ BT.pairs = function (text) {
 BT.View.prototype.draw = function (out, vis, built) {
   var self = this, bb = out.bb.split(",").map(Number), H = bb[3];
   var flip = function (p) { return {x: p.x, y: H - p.y, end: p.end, start: p.start}; };
-  this.scene.textContent = "";
+  this.content.textContent = "";
   this.items.clear();
   this.clusters.clear();
   this.wires.clear();
   this.size = {w: bb[2], h: bb[3]};
-  var layers = {clusters: BT.svg("g", {"class": "clusters"}, this.scene),
-                wires: BT.svg("g", {"class": "wires"}, this.scene),
-                nodes: BT.svg("g", {"class": "nodes"}, this.scene)};
+  var layers = {clusters: BT.svg("g", {"class": "clusters"}, this.content),
+                wires: BT.svg("g", {"class": "wires"}, this.content),
+                nodes: BT.svg("g", {"class": "nodes"}, this.content)};
   var byName = new Map();
   (out.objects || []).forEach(function (o) { byName.set(o.name, o); });
   vis.clusters.forEach(function (path, k) {
@@ -206,6 +207,7 @@ BT.View.prototype.drawWire = function (layer, wire, pts, lp) {
     BT.svg("path", {"class": "head", d: "M" + end.x + "," + end.y + "L" + (last.x - uy * w) + ","
       + (last.y + ux * w) + "L" + (last.x + uy * w) + "," + (last.y - ux * w) + "Z"}, g);
   }
+  BT.svg("title", {}, g).textContent = BT.wireTitle(wire, this.model);
   var item = {g: g, wire: wire, bwd: null};
   if (wire.label && lp) {
     var top = lp.y - (wire.label.length * 13) / 2 + 10;
@@ -221,7 +223,9 @@ BT.View.prototype.drawWire = function (layer, wire, pts, lp) {
 
 /* ---------------------------------------------------------------- pan and zoom */
 
-BT.View.prototype.apply = function () {
+/* Every move but a fit marks the view as placed by the reader (a resize then keeps it). */
+BT.View.prototype.apply = function (fitted) {
+  this.placed = !fitted;
   this.scene.setAttribute("transform", "translate(" + this.at.x + "," + this.at.y + ") scale("
     + this.at.k + ")");
   if (this.onmove) { this.onmove(); }
@@ -249,7 +253,7 @@ BT.View.prototype.fit = function (readable) {
   this.at.k = k;
   this.at.x = Math.max(m, (r.width - this.size.w * k) / 2);
   this.at.y = Math.max(m, (r.height - this.size.h * k) / 2);
-  this.apply();
+  this.apply(true);
 };
 
 BT.View.prototype.fitScale = function () {
