@@ -327,6 +327,27 @@ def test_numbers_read_as_the_tables_write_them(driver, tmp_path):
         [format_number(v) for v in (math.nan, math.inf, -math.inf)]
 
 
+def test_a_panel_is_one_data_function_and_one_script(driver, tmp_path, monkeypatch):
+    """The extension point later panels (a NaN report, a diff, a heatmap) use: registered in
+    Python with its data, drawn by its own script, shown as a tab next to the built-in ones."""
+    from backtrace.render import explorer
+
+    script = """BT.panel({id: "leaves", title: "Leaves", render: function (el, app) {
+      el.appendChild(BT.h("p", {id: "leaves", text: app.data.panels.leaves.join(",")}));
+    }});"""
+    monkeypatch.setattr(explorer, "PANELS", dict(explorer.PANELS))
+    real = explorer.asset
+    monkeypatch.setattr(explorer, "asset", lambda name: script if name == "leaves.js" else real(name))
+    explorer.panel("leaves", "leaves.js")(lambda trace, opts: sorted(trace.grads))
+    page = tmp_path / "panel.html"
+    export(backtrace.explain(TEXTBOOK[0], **TEXTBOOK[1]), page)
+    assert page_data(page.read_text(encoding="utf-8"))["panels"] == {"leaves": ["x", "y", "z"]}
+    open_page(driver, page)
+    driver.find_element("id", "tab-leaves").click()
+    assert driver.find_element("id", "leaves").text == "x,y,z"
+    assert console_errors(driver) == []
+
+
 def test_a_nan_gradient_is_marked(driver, tmp_path):
     page = tmp_path / "nan.html"
     export(nan_trace(), page, colour="grad")
