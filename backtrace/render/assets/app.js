@@ -113,8 +113,9 @@ BT.App.prototype.layout = function (anchor, fit) {
   this.timings.layout = ms;
   this.depthText.textContent = "depth " + this.depth;
   this.status.textContent = BT.count(vis.elements.size, "box", "boxes") + " shown of "
-    + BT.count(this.data.nodes.length, "node", "nodes") + (this.data.hidden ? " (" + this.data.hidden + " hidden)" : "") + " · laid out in "
-    + Math.round(ms) + " ms";
+    + BT.count(this.data.nodes.length, "node", "nodes")
+    + (this.data.hidden ? " (" + this.data.hidden + " hidden)" : "")
+    + " · laid out in " + Math.round(ms) + " ms";
   this.mark();
   if (this.mode === "replay") { this.view.frame(this.replay.frame); }
   if (anchor) {

@@ -4,7 +4,8 @@
 var BT = window.BT = window.BT || {};
 
 BT.FONT = '"DejaVu Sans", "Liberation Sans", Arial, Helvetica, sans-serif';
-BT.SIZE = {font: 12, small: 10.5, line: 16, pad: 6, gap: 14, header: 18, maxLabel: 40};
+BT.SIZE = {font: 12, small: 10.5, line: 16, pad: 6, gap: 14, header: 18, maxLabel: 40,
+           maxText: 48};  // longer names and values lose their middle in a box (whole in the panel)
 
 /* Long names lose their middle, never their ends: both ends tell layers.10 from layers.11. */
 BT.elide = function (text, most) {
@@ -40,9 +41,11 @@ BT.rows = function (el, model, backward, cluster) {
     if (cluster && label.indexOf(cluster + ".") === 0) { label = label.slice(cluster.length + 1); }
     rows.push({left: BT.elide(label, BT.SIZE.maxLabel), right: BT.elide(n.tag, 24), cls: "title"});
     if (n.expr) { rows.push({left: BT.elide(n.expr, 48), right: "", cls: "expr"}); }
-    if (n.value) { rows.push({left: "value", right: n.value.text, cls: "value"}); }
+    var fit = function (t) { return BT.elide(t, BT.SIZE.maxText); };
+    if (n.value) { rows.push({left: "value", right: fit(n.value.text), cls: "value"}); }
     if (backward) {
-      rows.push({left: "grad", right: n.gradText, cls: "grad", texts: model.gradTexts(n)});
+      rows.push({left: "grad", right: fit(n.gradText), cls: "grad",
+                 texts: model.gradTexts(n).map(fit)});
     }
   } else {
     var m = el.module, title = el.path;

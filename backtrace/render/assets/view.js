@@ -340,7 +340,7 @@ BT.View.prototype.frame = function (frame) {
     var pending = false;
     if (item.el.node && self.options.backward) {
       var g = model.gradText(item.el.node, frame);
-      if (item.gradText) { item.gradText.textContent = g.text; }
+      if (item.gradText) { item.gradText.textContent = BT.elide(g.text, BT.SIZE.maxText); }
       pending = frame !== null && g.pending;
     } else if (frame && item.el.path) {  // a box is pending until a step inside it has run
       pending = !BT.anyDone(model, item.el.path, frame.done);
