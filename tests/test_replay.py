@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from selenium.webdriver.common.by import By
 
 from backtrace import explain
 from backtrace.cli import cli
@@ -97,6 +96,7 @@ def test_replay_refuses_a_pass_too_long_to_step_through(monkeypatch):
 def test_html_replay_in_headless_chromium(tmp_path):
     """The replay is a mode of the explorer page: buttons and arrow keys step through the backward
     pass on one layout (nothing moves), gradients fill in as they arrive."""
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     page = tmp_path / "replay.html"
@@ -146,9 +146,9 @@ PLACES = ("return Array.from(document.querySelectorAll('#graph .element'))"
 
 
 def element(driver, node_id: str):
-    return driver.find_element(By.CSS_SELECTOR, f'#graph .element[data-id="{node_id}"]')
+    return driver.find_element("css selector", f'#graph .element[data-id="{node_id}"]')
 
 
 def grad_of(driver, node_id: str) -> str:
     """The text of a node's gradient row as drawn now."""
-    return element(driver, node_id).find_element(By.CSS_SELECTOR, "text.r.grad").text
+    return element(driver, node_id).find_element("css selector", "text.r.grad").text
