@@ -175,8 +175,8 @@ register("pdf", "the graph as a PDF (a system Graphviz or CairoSVG)", suffixes=(
          drawn=True)(_picture("pdf"))
 
 
-@register("html", "one self-contained page replaying the backward pass step by step",
-          suffixes=("html", "htm"), drawn=True)
-def _html(drawn: Trace, opts: Options) -> str:
-    from .replay import replay_page
-    return replay_page(drawn, opts)
+@register("html", "one self-contained page to explore the graph: fold and unfold modules, search, "
+          "inspect each node and edge, replay the backward pass", suffixes=("html", "htm"))
+def _html(trace: Trace, opts: Options) -> str:
+    from .explorer import explorer_html  # the page folds the trace itself, in the browser
+    return explorer_html(trace, opts)
