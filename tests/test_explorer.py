@@ -197,6 +197,7 @@ def test_transformer_opens_folded_and_unfolds_in_place(driver, transformer, tran
     g = visible_graph(trace, ())
     assert shown(driver) == set(layout(g, 2, []).order)  # the page folds as backtrace.fold does
     assert "[layers.3]" in shown(driver) and len(shown(driver)) <= 40
+    assert overlapping_texts(driver) == []
     shoot(driver, shots, "transformer-folded", 1280)
     shoot(driver, shots, "transformer-folded", 1920)
     box = screen_box(driver, '.element[data-id="[layers.3]"] .frame')
@@ -210,6 +211,7 @@ def test_transformer_opens_folded_and_unfolds_in_place(driver, transformer, tran
     before = driver.find_element("id", "scene").get_attribute("transform")
     opened = screen_box(driver, '.cluster[data-path="layers.3"] > rect')
     assert abs(opened["x"] - box["x"]) < 1.5 and abs(opened["y"] - box["y"]) < 1.5  # in place
+    assert overlapping_texts(driver) == []
     shoot(driver, shots, "transformer-unfolded", 1920)
     ActionChains(driver).move_to_element_with_offset(minimap, 0, minimap.size["height"] // 2 - 4) \
         .click().perform()  # near its bottom: the view goes to the end of the graph
@@ -291,9 +293,25 @@ def test_formula_pages_read_like_the_board(driver, tmp_path, shots, name, formul
             if e.contribution is not None:
                 assert f"× {backtrace.values.describe(e.local)} = " \
                        f"{backtrace.values.describe(e.contribution)}" in texts
+    assert overlapping_texts(driver) == []
     shoot(driver, shots, name, 1920)
     shoot(driver, shots, name, 1280)
     assert console_errors(driver) == []
+
+
+def overlapping_texts(driver) -> list:
+    """Pairs of texts of the graph whose boxes, as the browser drew them, overlap."""
+    return driver.execute_script("""
+        const boxes = Array.from(document.querySelectorAll('#graph text'))
+          .filter(t => t.textContent.trim()).map(t => [t.textContent, t.getBoundingClientRect()]);
+        const hits = [];
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+          const [a, p] = boxes[i], [b, q] = boxes[j];
+          const dx = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+          const dy = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
+          if (dx > 1 && dy > 1) hits.push([a, b]);
+        }
+        return hits;""")
 
 
 def test_clicking_x_shows_what_each_consumer_sends(driver, tmp_path):
