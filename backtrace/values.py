@@ -64,6 +64,15 @@ def shape_text(shape: Sequence[int]) -> str:
     return "[" + ("×".join(map(str, shape)) or "scalar") + "]"
 
 
+def nested_shape(v: Any) -> tuple[int, ...]:
+    """The shape of a tensor held as nested lists (() for a number), read along first elements."""
+    shape = []
+    while isinstance(v, list):
+        shape.append(len(v))
+        v = v[0] if v else None
+    return tuple(shape)
+
+
 def shape_of(v: Any) -> str:
     """Only the shape of a tensor value (the wire label of torch graphs); numbers as themselves."""
     if isinstance(v, TensorStats) or is_tensor(v):
