@@ -267,7 +267,9 @@ def encode(v: Any) -> Any:
                           **{k: encode(x) for k, x in zip(v.NUMBERS, v.numbers())}}}
     if isinstance(v, dict):
         return {"dict": {str(k): encode(x) for k, x in v.items()}}
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, list):  # a tensor of the formula engines: nested JSON arrays of numbers
+        return [encode(x) for x in v]
+    if isinstance(v, tuple):
         return {"list": [encode(x) for x in v]}
     if type(v).__module__.startswith("torch"):
         dense = v.detach().cpu()
@@ -280,6 +282,8 @@ def encode(v: Any) -> Any:
 
 def decode(d: Any) -> Any:
     """Inverse of `encode`."""
+    if isinstance(d, list):
+        return [decode(x) for x in d]
     if not isinstance(d, dict):
         return d
     (tag, body), = d.items() if len(d) == 1 else ((None, None),)

@@ -24,6 +24,11 @@ class ExplainView:
         self.trace, self.style, self.upto = trace, style, upto
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.trace.scalar:  # a tensor formula: matrices, rules with shapes
+            from .tensor_view import TensorExplainView
+
+            yield TensorExplainView(self.trace, self.style, self.upto)
+            return
         yield heading("Forward pass: values in topological order", self.style)
         yield forward_table(self.trace, self.style)
         yield heading("Backward pass: upstream × local = contribution, in execution order",
