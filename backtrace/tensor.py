@@ -99,7 +99,7 @@ def from_value(v: Any, name: str) -> Tensor:
         v = v.detach().cpu().double().tolist()
     shape = _nested_shape(v, name)
     check_size(shape, f"value of {name}")
-    flat = _flatten(v, len(shape))
+    flat = _flatten(v, len(shape), name)
     for x in flat:
         if not math.isfinite(x):
             raise MissingValueError(f"value of {name} must be finite, got {x}")
@@ -129,7 +129,7 @@ def _nested_shape(v: Any, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _flatten(v: Any, depth: int, name: str = "") -> list[float]:
+def _flatten(v: Any, depth: int, name: str) -> list[float]:
     """Row-major numbers of nested lists that must be rectangular (depth levels of lists)."""
     level = [v]
     for d in range(depth):
@@ -137,11 +137,17 @@ def _flatten(v: Any, depth: int, name: str = "") -> list[float]:
         nxt = []
         for row in level:
             if not isinstance(row, (list, tuple)) or len(row) != width:
-                raise MissingValueError(f"value {name}is not rectangular: the rows at depth "
-                                        f"{d + 1} have different lengths")
+                raise _ragged(name, d)
             nxt.extend(row)
         level = nxt
-    return [_number(x, name.strip() or "the tensor") for x in level]
+    if any(isinstance(x, (list, tuple)) for x in level):
+        raise _ragged(name, depth)
+    return [_number(x, name) for x in level]
+
+
+def _ragged(name: str, depth: int) -> MissingValueError:
+    return MissingValueError(f"value of {name} is not rectangular: the lists at depth {depth + 1} "
+                             f"differ in length or mix numbers and lists")
 
 
 # ---------------------------------------------------------------- literals on the command line

@@ -82,17 +82,18 @@ def shape_of(v: Any) -> str:
     return describe(v)
 
 
-def _nested_text(v: Any) -> str:
+def nested_text(v: Any, digits: int = 6) -> str:
+    """A tensor as nested lists, '[[1, -0.5], [2, 3]]', numbers to `digits` significant digits."""
     if isinstance(v, list):
-        return "[" + ", ".join(map(_nested_text, v)) + "]"
-    return format_number(v)
+        return "[" + ", ".join(nested_text(x, digits) for x in v) + "]"
+    return format_number(v) if digits >= 6 else format_number(float(f"{v:.{digits}g}"))
 
 
 def _describe_nested(v: list, absmax: bool, listed: int) -> str:
     """A tensor held as nested lists: its numbers when small, else its shape and norm."""
     flat = numbers(v) or []
     if len(flat) <= max(listed, 1):
-        return _nested_text(v)
+        return nested_text(v)
     text = f"{shape_text(nested_shape(v))} ‖·‖={format_number(math.sqrt(math.fsum(x * x for x in flat)))}"
     return f"{text} max|·|={format_number(max(map(abs, flat)))}" if absmax else text
 

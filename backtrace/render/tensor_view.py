@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Any
-
-from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from ..derive import TensorDerivation, tensor_derivations
 from ..traces import Edge, Step, Trace
-from ..values import format_number, nested_shape, numbers, shape_text
+from ..values import format_number, nested_shape, nested_text, norm, numbers, shape_text
 from . import tables
 from .tables import MAX_ROWS
+
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.text import Text
 
 MAX_MATRIX_ROWS = 8  # taller tensors are summarised
 
@@ -58,39 +59,25 @@ def tensor_text(v: Any, width: int, one_line: bool = False) -> str:
     """A value in at most `width` columns: numbers short, tensors as matrices or summarised."""
     if not isinstance(v, list):
         return format_number(v) if v is not None else "—"
-    lines = matrix_lines(v, 10**6 if one_line else width)
-    if lines is None or (one_line and len(" ".join(lines)) > width):
-        return summary(v)
-    return " ".join(lines) if one_line else "\n".join(lines)
+    if one_line:  # Markdown: the numbers when they fit, else the shortest summary that does
+        lines = matrix_lines(v, 10**6)
+        text = nested_text(v, 4) if lines else ""
+        if lines and len(text) <= width:
+            return text
+        full, short = summary(v), f"{shape_text(nested_shape(v))} ‖·‖={num(norm(v) or 0.0)}"
+        return full if len(full) <= width else min((text, short), key=lambda t: len(t) or 10**6)
+    lines = matrix_lines(v, width)
+    return summary(v) if lines is None else "\n".join(lines)
 
 
 def _shape(v: Any) -> str:
     return shape_text(nested_shape(v)) if v is not None else ""
 
 
-class TensorExplainView:
-    """`backtrace explain` for a formula with tensors: forward values, backward steps, gradients."""
-
-    def __init__(self, trace: Trace, style: str = "table", upto: int | None = None) -> None:
-        self.trace, self.style, self.upto = trace, style, upto
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        from .terminal import heading
-
-        width, style, trace = options.max_width, self.style, self.trace
-        yield heading("Forward pass: values in topological order", style)
-        yield forward_table(trace, style, width)
-        yield heading("Backward pass: upstream × local = contribution, in execution order",
-                      style)
-        yield backward_table(trace, style, width, self.upto)
-        if self.upto is None:
-            yield heading(f"Gradients of {trace.output}: the rule into each input, with shapes",
-                          style)
-            yield gradients(trace, style, width)
-
-
 def forward_table(trace: Trace, style: str, width: int):
     """node | expression | shape | value."""
+    from rich.text import Text
+
     one_line = style == "markdown"
     nodes = trace.nodes[:MAX_ROWS]
     fixed = sum(max(len(c) for c in col) for col in (
@@ -105,56 +92,88 @@ def forward_table(trace: Trace, style: str, width: int):
                       Text(tensor_text(n.value, budget, one_line)))
     if len(trace.nodes) > MAX_ROWS:
         table.add_row("…", f"{len(trace.nodes) - MAX_ROWS:,} more nodes", "", "")
-    return table
+    return _one_line(table, one_line)
 
 
-def _upstream_cell(width: int, one_line: bool):
+def _upstream_cell(width: int):
+    from rich.text import Text
+
     def cell(trace: Trace, step: Step, edge: Edge | None) -> Text:
         senders = sum(e.contribution is not None for _, e in trace.consumers(step.node))
         head = f"∂{trace.output}/∂{step.node} {_shape(step.upstream)}"
         if senders > 1:
             head += f", the sum of {senders}"
-        body = tensor_text(step.upstream, width, one_line)
-        return Text(f"{head} {body}" if one_line else f"{head}\n{body}")
+        return Text(f"{head}\n{tensor_text(step.upstream, width)}")
     return cell
 
 
-def _edge_cell(width: int, one_line: bool):
+def _edge_cell(width: int):
+    from rich.text import Text
+
     def cell(trace: Trace, step: Step, e: Edge | None) -> Text:
         if e is None:
             return Text("—")
         head = f"∂{trace.output}/∂{e.input} = {e.rule}"
         if e.contribution is None:
             return Text(f"∂{trace.output}/∂{e.input}: none ({e.note})" if e.note else head)
-        lines = [head]
         local = e.local
-        if local is not None and any(x != 1.0 for x in numbers(local) or ()):
-            lines.append("local " + tensor_text(local, width - 6, one_line).replace("\n", "\n      "))
-        lines.append("= " + tensor_text(e.contribution, width - 2, one_line).replace("\n", "\n  "))
-        return Text("; ".join(lines) if one_line else "\n".join(lines))
+        shown = local is not None and any(x != 1.0 for x in numbers(local) or ())
+        lines = [head]
+        if shown:
+            lines.append("local " + tensor_text(local, width - 6).replace("\n", "\n      "))
+        lines.append("= " + tensor_text(e.contribution, width - 2).replace("\n", "\n  "))
+        return Text("\n".join(lines))
     return cell
 
 
 def backward_table(trace: Trace, style: str, width: int, upto: int | None = None):
     """One row per edge: step, node, upstream (with its numbers), input, and the edge's rule,
-    local factor and contribution."""
-    one_line = style == "markdown"
+    local factor and contribution. Markdown, one line per cell, leaves the upstream out (it is
+    the sum of the contributions sent to the node, in earlier rows) and gives the rule and the
+    contribution a column each."""
     steps = trace.steps if upto is None else trace.steps[:upto]
     names = [s.node for s in steps[:MAX_ROWS]]
     inputs = [f"{e.input} {_shape(trace.node(e.input).value)}" for s in steps[:MAX_ROWS]
               for e in s.edges]
     fixed = 4 + max(map(len, ["node", *names])) + max(map(len, ["input", *inputs])) + 16
     room = max(40, width - fixed)
-    columns = (
-        tables.Column("step", lambda t, s, e: str(s.index + 1), per_step=True),
-        tables.Column("node", lambda t, s, e: s.node, per_step=True),
-        tables.Column("upstream", _upstream_cell(max(14, room * 2 // 5), one_line), per_step=True),
-        tables.Column("input", lambda t, s, e: (f"{e.input} {_shape(t.node(e.input).value)}"
-                                                if e is not None else "—")),
-        tables.Column("local derivative · local = contribution",
-                      _edge_cell(max(24, room * 3 // 5), one_line)),
-    )
+    head = (tables.Column("step", lambda t, s, e: str(s.index + 1), per_step=True),
+            tables.Column("node", lambda t, s, e: s.node, per_step=True))
+    where = tables.Column("input", lambda t, s, e: (f"{e.input} {_shape(t.node(e.input).value)}"
+                                                    if e is not None else "—"))
+    if style == "markdown":
+        rules = [len(_rule(trace, e)) for s in steps[:MAX_ROWS] for e in s.edges]
+        rest = max(20, room - max(rules, default=20) - 3)
+        columns = (*head, where, tables.Column("local derivative", lambda t, s, e: _rule(t, e)),
+                   tables.Column("contribution", lambda t, s, e: _contribution(e, rest)))
+        table = _one_line(tables.backward_table(trace, columns, style, steps, text=True), True)
+        table.columns[3].no_wrap = True  # the rule keeps its line; the numbers fit the rest
+        return table
+    columns = (*head, tables.Column("upstream", _upstream_cell(max(14, room * 2 // 5)),
+                                    per_step=True),
+               where, tables.Column("local derivative · local = contribution",
+                                    _edge_cell(max(24, room * 3 // 5))))
     return tables.backward_table(trace, columns, style, steps, text=True)
+
+
+def _rule(trace: Trace, e: Edge | None) -> str:
+    return f"∂{trace.output}/∂{e.input} = {e.rule}" if e is not None else "—"
+
+
+def _contribution(e: Edge | None, width: int) -> str:
+    if e is None:
+        return "—"
+    if e.contribution is None:
+        return "none"
+    return tensor_text(e.contribution, width, one_line=True)
+
+
+def _one_line(table: Any, one_line: bool) -> Any:
+    """Markdown: no column may shrink below its header (a cell wraps only on a narrow console)."""
+    if one_line:
+        for column in table.columns:
+            column.min_width = len(str(column.header))
+    return table
 
 
 def derivation_lines(d: TensorDerivation, width: int, one_line: bool) -> list[str]:
@@ -164,14 +183,15 @@ def derivation_lines(d: TensorDerivation, width: int, one_line: bool) -> list[st
         why = "; ".join(d.notes) or f"no path from {d.input} to {d.output}"
         return [f"∂{d.output}/∂{d.input}: none ({why})"]
     rule = " + ".join(f"({t})" if len(d.terms) > 1 else t for t in d.terms)
-    value = tensor_text(d.grad, width - 4, one_line)
-    if one_line or "\n" not in value:
-        return [f"{head} = {rule}", f"  = {value}"]
+    value = tensor_text(d.grad, 10**6 if one_line else width - 4, one_line)  # prose may wrap
     return [f"{head} = {rule}", "  = " + value.replace("\n", "\n    ")]
 
 
 def gradients(trace: Trace, style: str, width: int) -> Group:
     """One derivation per input, each with the gradient as a matrix (or summarised)."""
+    from rich.console import Group
+    from rich.text import Text
+
     one_line = style == "markdown"
     parts = []
     for d in tensor_derivations(trace)[:MAX_ROWS]:
