@@ -25,14 +25,13 @@ class Value:
 
     def __init__(self, data: float, _children: tuple | str | None = (), _op: str | Op = "",
                  label: str | None = None) -> None:
-        if _children is None or isinstance(_children, str):  # Value(3.0, "x"): a named input
-            label, _children = _children, ()
         self.data = float(data)
         self.grad = 0.0
-        if not _children and (not _op or _op == CONST):  # an input, or a number mixed in
-            self._prev, self._row = (), _op or None
+        if not _children and not _op:  # a plain input: the common case, kept fast
+            self._prev = ()
+            self._row = None
         else:
-            self._prev, self._row = _op_node(tuple(_children), _op)
+            self._prev, self._row, label = _parts(_children, _op, label)
         self.label = label
         self._n = next(_created)  # creation order is a topological order, and deterministic
 
@@ -79,6 +78,17 @@ def _value(x) -> Value:
 # micrograd's op strings, and every row's symbol and call names: Value(data, (a, b), '*').
 _BY_TEXT = {**{(op.symbol, op.arity): op for op in ROWS if not op.tensor_only},
             **{(name.lower(), op.arity): op for name, op in FUNCTIONS.items() if not op.tensor_only}}
+
+
+def _parts(children: tuple | str | None, op: str | Op,
+           label: str | None) -> tuple[tuple, Op | str | None, str | None]:
+    """(inputs, row, label) of a Value: Value(3.0, "x") names an input, Value(2, _op=CONST) is a
+    number mixed in, Value(data, (a, b), '*') is micrograd's op node."""
+    if children.__class__ is str:
+        label, children = children, ()
+    if not children and (not op or op == CONST):
+        return (), op or None, label
+    return (*_op_node(tuple(children or ()), op), label)
 
 
 def _op_node(children: tuple, op: str | Op) -> tuple[tuple, Op | str | None]:

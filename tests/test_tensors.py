@@ -15,7 +15,8 @@ from backtrace.compare import compare
 from backtrace.crosscheck import crosscheck
 from backtrace.errors import LimitError, MissingValueError, UsageError
 from backtrace.shapes import ShapeError
-from backtrace.tensor import MAX_ELEMENTS, parse_literal
+from backtrace.literals import parse_literal
+from backtrace.tensor import MAX_ELEMENTS
 
 torch = pytest.importorskip("torch")
 

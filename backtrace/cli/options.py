@@ -16,7 +16,7 @@ TENSOR_HINT = 'or a tensor: "[1.4, 2.7, 1.9]", "[[1, 2], [3, 4]]", "randn(3, 4)"
 def parse_values(tokens: tuple[str, ...], seed: int = 0) -> dict[str, float | list]:
     """'--x -2', '--x=-2' and 'x=-2' -> {'x': -2.0}; '--x "[1.4, 2.7]"' -> {'x': [1.4, 2.7]};
     randn(3, 4) draws from one generator seeded by `seed`, in the order the values are given."""
-    from ..tensor import MAKERS, parse_literal
+    from ..literals import MAKERS, parse_literal
 
     rng = random.Random(seed)
     values: dict[str, float | list] = {}
