@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 MAX_MATRIX_ROWS = 8  # taller tensors are summarised
+NARROW = 90  # below this many columns the backward table leaves the upstream column out
 
 
 def num(v: float) -> str:
@@ -67,7 +68,10 @@ def tensor_text(v: Any, width: int, one_line: bool = False) -> str:
         full, short = summary(v), f"{shape_text(nested_shape(v))} ‖·‖={num(norm(v) or 0.0)}"
         return full if len(full) <= width else min((text, short), key=lambda t: len(t) or 10**6)
     lines = matrix_lines(v, width)
-    return summary(v) if lines is None else "\n".join(lines)
+    if lines is not None:
+        return "\n".join(lines)
+    full = summary(v)
+    return full if len(full) <= width else f"{shape_text(nested_shape(v))} ‖·‖={num(norm(v) or 0.0)}"
 
 
 def _shape(v: Any) -> str:
@@ -136,7 +140,7 @@ def backward_table(trace: Trace, style: str, width: int, upto: int | None = None
     inputs = [f"{e.input} {_shape(trace.node(e.input).value)}" for s in steps[:MAX_ROWS]
               for e in s.edges]
     fixed = 4 + max(map(len, ["node", *names])) + max(map(len, ["input", *inputs])) + 16
-    room = max(40, width - fixed)
+    room = max(16, width - fixed)
     head = (tables.Column("step", lambda t, s, e: str(s.index + 1), per_step=True),
             tables.Column("node", lambda t, s, e: s.node, per_step=True))
     where = tables.Column("input", lambda t, s, e: (f"{e.input} {_shape(t.node(e.input).value)}"
@@ -149,10 +153,14 @@ def backward_table(trace: Trace, style: str, width: int, upto: int | None = None
         table = _one_line(tables.backward_table(trace, columns, style, steps, text=True), True)
         table.columns[3].no_wrap = True  # the rule keeps its line; the numbers fit the rest
         return table
-    columns = (*head, tables.Column("upstream", _upstream_cell(max(14, room * 2 // 5)),
-                                    per_step=True),
-               where, tables.Column("local derivative · local = contribution",
-                                    _edge_cell(max(24, room * 3 // 5))))
+    if width < NARROW:  # the upstream is the sum of the contributions above: room for the rule
+        columns = (*head, where, tables.Column("rule · local = contribution",
+                                               _edge_cell(max(16, room - 2))))
+    else:
+        columns = (*head, tables.Column("upstream", _upstream_cell(max(14, room * 2 // 5)),
+                                        per_step=True),
+                   where, tables.Column("local derivative · local = contribution",
+                                        _edge_cell(max(24, room * 3 // 5))))
     return tables.backward_table(trace, columns, style, steps, text=True)
 
 
