@@ -235,3 +235,23 @@ def test_backtrace_math_tensor_functions_call_torch():
     assert torch.allclose(bm.softmax(t), torch.softmax(t, dim=-1))
     with pytest.raises(TypeError, match="write it in a formula"):
         bm.sum(2.0)
+
+
+def test_finite_differences_check_tensor_formulas_element_by_element(monkeypatch):
+    result = crosscheck(NETWORK, VALUES, engine="reference", check="numeric")
+    (verdict,) = result.verdicts
+    assert verdict.agree and verdict.compared >= 8 and "element by element" in verdict.note
+    # a wrong rule is caught at its node: ∂/∂b of a sum reported twice too large
+    from backtrace import tensor_ops
+    from backtrace.ops import OPS
+
+    rule = OPS["add"].tensor_rule
+    doubled = rule.vjps[1]
+
+    def wrong(g, ins, out, params):
+        local, c = doubled(g, ins, out, params)
+        return local, tensor_ops.Tensor(c.shape, [2 * x for x in c.data])
+
+    monkeypatch.setitem(rule.__dict__, "vjps", (rule.vjps[0], wrong))  # the rule is frozen
+    (verdict,) = crosscheck(NETWORK, VALUES, engine="reference", check="numeric").verdicts
+    assert not verdict.agree and verdict.first.node == "b2" and verdict.first.what == "gradient"

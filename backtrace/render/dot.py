@@ -178,7 +178,7 @@ def edge_label(value: Any, edge: Edge | None, upstream: Any, mode: str, tensors:
             back = edge.note or "no gradient"
             colour = PENDING_COLOUR
         elif edge.local is not None and isinstance(edge.local, (int, float)):
-            back = f"{describe(upstream)} × {describe(edge.local)} = {describe(edge.contribution)}"
+            back = f"{describe(upstream)} × {describe(edge.local)} = {value_text(edge.contribution)}"
             colour = GRAD_COLOUR if shown else PENDING_COLOUR
         else:
             back = f"∂ {value_text(edge.contribution)}"
