@@ -80,3 +80,30 @@ def product(path: tuple[Factor, ...]) -> Any:
     for f in path:
         value = value * f.local
     return value
+
+
+@dataclass(frozen=True)
+class TensorDerivation:
+    """∂output/∂input of a tensor formula: the rule of each edge that sends the input gradient
+    (one per consumer; the gradient is their sum), written over the upstream ∂L/∂node."""
+
+    output: str
+    input: str
+    grad: Any
+    terms: tuple[str, ...]
+    notes: tuple[str, ...]  # why an edge sends nothing (class indices)
+
+
+def tensor_derivations(trace: Trace) -> list[TensorDerivation]:
+    """One derivation per input of a tensor trace, in the order of the inputs."""
+    terms: dict[str, list[str]] = {}
+    notes: dict[str, list[str]] = {}
+    for step in trace.steps:
+        for e in step.edges:
+            if e.contribution is not None:
+                terms.setdefault(e.input, []).append(e.rule)
+            elif e.note:
+                notes.setdefault(e.input, []).append(e.note)
+    return [TensorDerivation(trace.output, n.id, n.grad, tuple(terms.get(n.id, ())),
+                             tuple(dict.fromkeys(notes.get(n.id, ()))))
+            for n in trace.nodes if n.kind == "input"]

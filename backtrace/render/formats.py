@@ -124,8 +124,9 @@ def export_all(trace: Trace, paths: Sequence[str | os.PathLike], steps: str | os
 
 
 def _explain_or_torch(trace: Trace, style: str, opts: Options) -> Any:
-    """The tables of a trace: the chain-rule view for formulas, the per-node view for models."""
-    if trace.scalar:
+    """The tables of a trace: the chain-rule view for formulas (numbers, or tensors as nested
+    lists), the per-node view for models."""
+    if trace.formula_values:
         from .terminal import ExplainView
         return ExplainView(trace, style)
     from .torch_table import TorchTraceView
