@@ -2,11 +2,12 @@
 ``Node.metadata``) with its op name, module path and output value, by a torch-call recorder
 (backtrace.torchcalls); global module hooks keep the module path.
 
-A node's module is the module that was running when the node was made. Nodes no torch call of
-ours returns (custom ``autograd.Function``s, ``torch.compile`` regions, the insides of composite
-ops) are filed by their creation number: `Made` remembers which module ran for every recent
-number, and such a node is stamped with its module as soon as a stamped node, a module's output
-or a backward root reaches it.
+A node's module is the module that was running when the node was made. Nodes made between the
+torch calls we see (custom ``autograd.Function``s however they are applied, ``torch.compile``
+regions) are filed by their creation number: `Made` remembers which module ran for every recent
+number, and such a node is stamped with its module as soon as a stamped node (through the insides
+of its call), a module's output or a backward root reaches it. The insides of a composite op
+belong to the call that made them (tracer.assemble files them with their consumer).
 """
 from __future__ import annotations
 
