@@ -37,7 +37,7 @@ def derivations(trace: Trace, max_paths: int = 8) -> list[Derivation]:
         inputs = [e.input for e in step.edges]
         edges_of[step.node] = [
             Factor(step.node, e.input, e.slot, e.rule, e.local, inputs.count(e.input) > 1)
-            for e in step.edges if e.contribution is not None]
+            for e in step.edges if e.contribution is not None or e.note == "not recorded"]
     order = [n.id for n in trace.nodes]
     result = []
     for node in trace.nodes:
@@ -78,6 +78,8 @@ def product(path: tuple[Factor, ...]) -> Any:
     """The product of a path's local derivatives."""
     value = 1.0
     for f in path:
+        if f.local is None:  # not computed or not recorded: the product is unknown
+            return None
         value = value * f.local
     return value
 

@@ -92,10 +92,25 @@ def trace_script(script: str | Path, args: tuple[str, ...] | list[str] = (), cal
         run = run_script(script, args)
     if isinstance(run.error, BacktraceError):
         raise run.error
-    if len(t.traces) < call:
-        why = f"; it stopped with {describe_end(run.error)}" if run.error is not None else ""
-        if t.calls == 0:
-            raise BacktraceError(f"{script} made no backward call{why} (nothing to trace)")
-        raise BacktraceError(f"{script} made {t.calls} backward call{'s' * (t.calls > 1)}; "
-                             f"--call {call} asks for the {_ordinal(call)}{why}")
-    return ScriptTrace(t.traces[call - 1], run, t.calls)
+    traced = next((tr for tr in t.traces if tr.meta.get("call") == call), None)
+    if traced is None:
+        raise BacktraceError(_untraced(script, t, call, run))
+    return ScriptTrace(traced, run, t.calls)
+
+
+def _untraced(script: str | Path, t: Any, call: int, run: ScriptRun) -> str:
+    """Why the script's `call`-th backward call has no trace, in one line."""
+    why = f"; it stopped with {describe_end(run.error)}" if run.error is not None else ""
+    if t.calls >= call:  # it ran, but recording it failed
+        error = next((e for e in t.errors if e.startswith(f"backward call {call}:")), "")
+        return (f"{script}'s {_ordinal(call)} backward call ran but could not be traced "
+                f"({error.partition(': ')[2] or 'unknown error'}){why}")
+    n, calls = t.other_threads, f"backward call{'s' * (t.calls != 1)}"
+    if t.calls == 0 and n:
+        return (f"{script} made its {n} backward call{'s' * (n > 1)} in other threads; only the "
+                f"main thread is traced (use backtrace.trace(...) inside that thread){why}")
+    if t.calls == 0:
+        return f"{script} made no backward call{why} (nothing to trace)"
+    elsewhere = f" in its main thread ({n} more in other threads, not traced)" if n else ""
+    return (f"{script} made {t.calls} {calls}{elsewhere}; "
+            f"--call {call} asks for the {_ordinal(call)}{why}")
