@@ -114,8 +114,9 @@ class NodeFailure(Exception):
         """One line naming the node, its op, its inputs and their values."""
         i, op = self.index, ops[self.index]
         why = reason(self.exc, op.name)
+        # Inputs by name and value; a literal number (labelled as itself) needs no "= value".
         args = ", ".join(f"{name(j)} = {format_number(vals[j])}" for j in ins[i]
-                         if name(j) != format_number(vals[j])) or "constant inputs"
+                         if name(j).strip("()") != format_number(vals[j])) or "constant inputs"
         return DomainError(f"cannot compute {self.what} of {name(i)} = "
                            f"{op.expression(*map(name, ins[i]))} with {args}: {why}")
 

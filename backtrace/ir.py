@@ -42,7 +42,9 @@ class Graph:
         """How node i is written as an operand: its name, its constant, or its id."""
         node = self.nodes[i]
         if node.op == CONST and not node.named:
-            return format_number(node.value)
+            text = format_number(node.value)
+            # (-2) ** 2 is 4 but -2 ** 2 reads as -(2 ** 2): a negative number is parenthesised.
+            return f"({text})" if text.startswith("-") else text
         return node.id
 
     def expression(self, i: int) -> str:

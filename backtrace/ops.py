@@ -116,6 +116,14 @@ def _sigmoid(a: float) -> float:
     return ea / (1.0 + ea)
 
 
+def _pow_da(a: float, b: float, out: float) -> float:
+    # PyTorch masks the exponent-zero case to 0: x**0 is flat, also at x = 0 where b*a**(b-1)
+    # would divide by zero.
+    if b == 0.0:
+        return 0.0
+    return b * math.pow(a, b - 1.0)
+
+
 def _pow_db(a: float, b: float, out: float) -> float:
     # PyTorch masks the base-zero case to 0 rather than 0 * log(0) = nan.
     if a == 0.0 and b >= 0.0:
@@ -149,7 +157,7 @@ ROWS = (
        torch="torch.div", doc="quotient"),
     Op(name="neg", forward=operator.neg, derivs=(lambda a, o: -1.0,), rules=("-1",), symbol="-",
        kind=PREFIX, precedence=30, dunder="neg", torch="torch.neg", doc="negation"),
-    Op(name="pow", forward=math.pow, derivs=(lambda a, b, o: b * math.pow(a, b - 1.0), _pow_db),
+    Op(name="pow", forward=math.pow, derivs=(_pow_da, _pow_db),
        rules=("{b}*{a}**({b}-1)", "{a}**{b}*log({a})"), symbol="**", kind=INFIX, precedence=40,
        right_assoc=True, dunder="pow", spellings=("pow",), torch="torch.pow",
        doc="power, right-associative; also pow(a, b)"),

@@ -6,6 +6,7 @@ table; every other name is an input variable.
 """
 from __future__ import annotations
 
+import itertools
 import keyword
 import math
 import re
@@ -143,8 +144,10 @@ class _Parser:
         if output is None:
             raise FormulaSyntaxError("formula is empty", self.src, None)
         node = self.b.nodes[output]
-        if not node.named:  # a bare expression: the output is called f
-            name = "f" if "f" not in self.names else "out"
+        if not node.named:  # a bare expression: the output is called f, or a name no node has
+            taken = {n.id for n in self.b.nodes} | set(self.names)  # aliases too
+            names = itertools.chain(("f", "out"), (f"out{k}" for k in itertools.count(2)))
+            name = next(n for n in names if n not in taken)
             self.b.rename(output, name)
         return self.b.build(output, self.src, tuple(aliases))
 

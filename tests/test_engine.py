@@ -177,3 +177,26 @@ def test_missing_extra_and_bad_values():
         explain("x * 2", x="3")
     with pytest.raises(MissingValueError, match="finite"):
         explain("x * 2", x=float("nan"))
+
+
+def test_an_output_named_like_an_input_does_not_merge_them():
+    """`f = x * out; f + 1` once printed ∂f/∂x = 2 through 8 bogus paths (two nodes named out)."""
+    t = explain("f = x * out; f + 1", x=3, out=2)
+    assert t.output == "out2" and t.value == 7.0 and t.grads == {"x": 2.0, "out": 3.0}
+
+
+def test_pow_follows_torch_where_the_exponent_is_zero():
+    torch = pytest.importorskip("torch")
+    for x, y in ((0.0, 0.0), (2.0, 0.0), (0.0, 2.0)):
+        t = explain("f = x ** y", x=x, y=y)
+        tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        ty = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+        (tx ** ty).backward()
+        assert t.grads == {"x": tx.grad.item(), "y": ty.grad.item()}
+    assert explain("f = x ** 0", x=0).grads == {"x": 0.0}
+
+
+def test_a_negative_number_is_written_so_it_reads_as_it_computes():
+    t = explain("f = (-2) ** 2 * x", x=3)
+    (power,) = [n for n in t.nodes if n.op == "pow"]
+    assert power.expr == "(-2) ** 2" and power.value == 4.0 and t.value == 12.0

@@ -43,7 +43,7 @@ def test_local_derivatives_match_central_differences(name):
 
 # Points on kinks, where a convention is needed: backtrace follows PyTorch.
 KINKS = [("relu", (0.0,)), ("abs", (0.0,)), ("max", (1.5, 1.5)), ("min", (1.5, 1.5)),
-         ("pow", (0.0, 2.0)), ("relu", (-0.7,)), ("max", (2.0, -1.0)), ("min", (2.0, -1.0)),
+         ("pow", (0.0, 2.0)), ("pow", (0.0, 0.0)), ("pow", (2.0, 0.0)), ("relu", (-0.7,)), ("max", (2.0, -1.0)), ("min", (2.0, -1.0)),
          ("sigmoid", (-800.0,)), ("pow", (-2.0, 3.0)),
          # clamp above, below, on each bound, and with crossed bounds (torch: the upper one wins)
          ("clamp", (1.9, 0.4, 1.5)), ("clamp", (0.3, 0.5, 2.0)), ("clamp", (0.5, 0.5, 2.0)),

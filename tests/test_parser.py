@@ -58,6 +58,14 @@ def test_bare_expression_is_called_f():
     assert parse("f = x; x * 2").nodes[-1].id == "out"  # f is taken
 
 
+@pytest.mark.parametrize("formula, output", [("f = x * out; f + 1", "out2"),
+                                             ("f = x*2; out = f+1; out*3", "out2")])
+def test_a_bare_last_expression_takes_a_name_no_node_has(formula, output):
+    g = parse(formula)
+    ids = [n.id for n in g.nodes]
+    assert len(ids) == len(set(ids)) and g.nodes[g.output].id == output
+
+
 def test_alias_keeps_one_node():
     g = parse("q = x * y; f = q")
     assert g.nodes[g.output].id == "q" and g.aliases == (("f", 2),)
