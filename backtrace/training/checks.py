@@ -68,13 +68,17 @@ def _site(w: Watched, site: str) -> Any:
     return w.activation_sites.get(site)
 
 
+def _caller(s: Any) -> str:
+    """The module whose forward called an activation function."""
+    return f"{s.module} ({s.kind})" if s.module else "the model"
+
+
 def dead_relu(w: Watched, r: StepRecord, site: str, share: float) -> Finding | None:
     """Every output of a ReLU (module or function) is zero: no gradient flows back through it."""
     s = _site(w, site)
     if share != 1.0 or s is None or s.op != "relu":
         return None
-    where = f"ReLU layer {site}" if not s.functional else \
-        f"relu() called in {_layer(w, s.module) if s.module else 'the model'}"
+    where = f"ReLU layer {site}" if not s.functional else f"relu() called in {_caller(s)}"
     return Finding("dead-relu", r.step, site,
                    f"step {r.step}: every output of {where} is zero, so no gradient "
                    "flows back through it (dead ReLUs: lower the learning rate, check the "
@@ -87,8 +91,7 @@ def dead_activation(w: Watched, r: StepRecord, site: str, share: float) -> Findi
     if share != 1.0 or s is None or s.cutoff is None:
         return None
     name = {"gelu": "GELU", "silu": "SiLU", "mish": "Mish"}.get(s.op, s.op)
-    where = f"{name} layer {site}" if not s.functional else \
-        f"{s.op}() called in {_layer(w, s.module) if s.module else 'the model'}"
+    where = f"{name} layer {site}" if not s.functional else f"{s.op}() called in {_caller(s)}"
     return Finding("dead-activation", r.step, site,
                    f"step {r.step}: every input of {where} is below {s.cutoff:g}, where its "
                    "derivative is under 0.001, so almost no gradient flows back through it "
@@ -102,7 +105,8 @@ def non_finite_parameter(w: Watched, r: StepRecord, name: str) -> Finding | None
     for norm in (rec.backward_norm, rec.grad_norm):
         if norm is not None and not math.isfinite(norm):
             return Finding("non-finite", r.step, rec.layer,
-                           f"step {r.step}: the gradient of {_where(w, name)} contains NaN or inf")
+                           f"step {r.step}: the gradient of {_where(w, name)} contains NaN or "
+                           "inf (or is too large for its norm to be a float)")
     if not (math.isfinite(rec.weight_norm) and math.isfinite(rec.update_norm)):
         return Finding("non-finite", r.step, rec.layer,
                        f"step {r.step}: the weights of {_where(w, name)} became NaN or inf")

@@ -123,10 +123,10 @@ class Series:
     buckets, and when the buckets fill up, neighbours merge and each bucket spans twice the steps.
     Per bucket: its first step, the sum and count of its values (a NaN or inf stays visible)."""
 
-    __slots__ = ("capacity", "span", "first", "sums", "counts")
+    __slots__ = ("capacity", "span", "first", "sums", "counts", "latest")
 
     def __init__(self, capacity: int = 512) -> None:
-        self.capacity, self.span = max(2, capacity), 1
+        self.capacity, self.span, self.latest = max(2, capacity), 1, 0
         self.first: list[int] = []
         self.sums: list[float] = []
         self.counts: list[int] = []
@@ -134,6 +134,7 @@ class Series:
     def add(self, step: int, value: float | None) -> None:
         """Add one step's value (None: nothing measured at this step; its bucket still exists, so
         series fed at every step share their buckets)."""
+        self.latest = max(self.latest, step)
         if not self.first or step - self.first[-1] >= self.span:
             if len(self.first) == self.capacity:
                 self._halve()
@@ -167,8 +168,8 @@ class Series:
         return [v / n if n else None for v, n in zip(self.sums, self.counts)]
 
     def last(self) -> int:
-        """The last step the series covers (0 when empty)."""
-        return self.first[-1] + self.span - 1 if self.first else 0
+        """The last step the series has seen (0 when empty)."""
+        return self.latest
 
 
 # The per-layer figures kept over every step (the layer × step heatmap), with what each one is.
