@@ -93,7 +93,7 @@ def local_grads_match(ddp: nn.Module, trace, x: torch.Tensor) -> bool:
     return bool(ok)
 
 
-def ddp_watch(rank: int, diverge: bool, outside: bool) -> dict:
+def ddp_watch(rank: int, diverge: bool, outside: bool, **options) -> dict:
     """A watched DDP loop; with `outside`, a parameter DDP does not reduce; with `diverge`, rank 1
     changes a weight outside DDP after step 2."""
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -104,7 +104,7 @@ def ddp_watch(rank: int, diverge: bool, outside: bool) -> dict:
     params = [*ddp.parameters(), *([extra] * outside)]
     opt = torch.optim.SGD(params, lr=0.1)
     lines, losses = [], []
-    with backtrace.watch(ddp, opt, log=lines.append) as w:
+    with backtrace.watch(ddp, opt, log=lines.append, **options) as w:
         for step in range(4):
             opt.zero_grad()
             x = batch(rank, step)
@@ -173,6 +173,7 @@ def work(rank: int, port: int, outdir: str) -> None:
             "diverge": ddp_watch(rank, diverge=True, outside=False),
             "outside": ddp_watch(rank, diverge=False, outside=True),
             "healthy": ddp_watch(rank, diverge=False, outside=False),
+            "every2": ddp_watch(rank, diverge=True, outside=False, ranks_every=2),
             "fsdp": fsdp(rank),
         }
     finally:

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -33,27 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# ---------------------------------------------------------------- the CLI under torchrun
-
-SCRIPT = textwrap.dedent("""
-    import sys, torch, torch.distributed as dist
-    from torch import nn
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    torch.manual_seed(0)
-    model = DDP(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)).double())
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    for step in range(3):
-        x = torch.randn(16, 3, generator=torch.Generator().manual_seed(10 * step + rank),
-                        dtype=torch.float64)
-        opt.zero_grad()
-        loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
-        loss.backward()
-        opt.step()
-        print(f"rank {rank} step {step + 1} loss {loss.item()!r}")
-    dist.destroy_process_group()
-""")
+EXAMPLE = HERE.parent / "examples" / "ddp_train.py"  # the README's distributed example
 
 
 ENV = {**os.environ, "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo",
@@ -86,14 +65,13 @@ def finish(p: subprocess.Popen, name: str, cwd: Path,
 def torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
             "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "backtrace",
-            *args, "ddp_train.py"]
+            *args, str(EXAMPLE), "--steps", "3"]
 
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory) -> dict:
     """Every two-process run of this file, started at once (they wait on start-up, mostly)."""
     root = tmp_path_factory.mktemp("dist")
-    (root / "ddp_train.py").write_text(SCRIPT)
     deadline = time.monotonic() + TIMEOUT
     commands = {"worker": [sys.executable, str(HERE / "dist_worker.py"), str(root),
                            str(free_port())],
@@ -158,6 +136,12 @@ def test_each_ranks_loss_and_gradient_norm_side_by_side(ranks):
     assert ranks[1]["healthy"]["ranks"] == side  # every rank got everyone's
 
 
+def test_ranks_every_n_steps(ranks):
+    every2 = ranks[0]["every2"]
+    assert [bool(step) for step in every2["ranks"]] == [True, True, False, True]  # 1st, then 2k
+    assert [(k, step) for k, _, step, _ in every2["findings"]] == [("ranks-differ", 4)]
+
+
 # ---------------------------------------------------------------- FSDP2
 
 def reference() -> torch.nn.Module:
@@ -204,7 +188,7 @@ def test_backtrace_train_under_torchrun_rank_0_reports_every_rank(jobs):
     done = jobs["train"]
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert out.count("optimizer 1: SGD on DistributedDataParallel, 3 steps, rank 0 of 2") == 1
+    assert out.count("optimizer 1: SGD on Sequential, 3 steps, rank 0 of 2") == 1
     losses = {}
     for line in out.splitlines():
         if line.startswith("rank "):

@@ -21,7 +21,7 @@ does not load it until `backtrace.watch` is used.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,6 +30,7 @@ from .. import patches
 from ..errors import UsageError
 from . import measure, stepping, views
 from .activations import Activations
+from .params import named_parameters
 from .checks import CLIP_FACTOR, EXPLODE, RISE, VANISH
 from .ranks import World
 from .records import Finding, ParamRecord, StepRecord, Summary, TrainingWarning
@@ -44,42 +45,6 @@ __all__ = ["Finding", "ParamRecord", "StepRecord", "TrainingWarning", "Watch", "
            "watch"]
 
 WINDOW = 1000  # detailed step records kept by default (each step is also in the running summary)
-
-
-def named_parameters(model: Any, optimizer: Any = None) -> tuple[dict[str, torch.Tensor],
-                                                                  dict[str, str], dict[str, str]]:
-    """(name -> parameter, name -> layer, layer -> module type) for a module, a dict, an object
-    holding tensors (the lecture's LinearRegression), a list of tensors, or just an optimizer."""
-    params: dict[str, torch.Tensor] = {}
-    layers: dict[str, str] = {}
-    kinds: dict[str, str] = {}
-    if isinstance(model, torch.nn.Module):
-        modules = dict(model.named_modules())
-        for name, p in model.named_parameters():
-            layer = name.rpartition(".")[0] or name
-            params[name], layers[name] = p, layer
-            kinds[layer] = type(modules.get(layer, p)).__name__ if layer in modules else "Parameter"
-    elif isinstance(model, Mapping):
-        params = {str(k): v for k, v in model.items() if isinstance(v, torch.Tensor)}
-    elif isinstance(model, torch.Tensor):
-        params = {"param": model}
-    elif model is not None and hasattr(model, "__dict__") and not isinstance(model, (list, tuple)):
-        params = {k: v for k, v in vars(model).items() if isinstance(v, torch.Tensor)}
-    elif model is not None:
-        params = {f"param{i}": p for i, p in enumerate(model) if isinstance(p, torch.Tensor)}
-    params = {k: p for k, p in params.items() if p.requires_grad}
-    if optimizer is not None:
-        known = {id(p) for p in params.values()}
-        for g, group in enumerate(optimizer.param_groups):
-            for i, p in enumerate(group["params"]):
-                if id(p) not in known:
-                    params[f"group{g}.param{i}"] = p
-                    known.add(id(p))
-    if not params:
-        raise UsageError("nothing to watch: the model has no tensors that require gradients")
-    for name in params:
-        layers.setdefault(name, name)
-    return params, layers, kinds
 
 
 class Watch:
