@@ -36,7 +36,8 @@ def train(script: str, args: tuple[str, ...], dataset_size: int | None, batch_si
     \b
     Options go before SCRIPT; everything after it is the script's own:
       backtrace train train.py --epochs 3
-      backtrace train --dataset-size 1000 --batch-size 100 --heatmap layers.png train.py
+      backtrace train --dataset-size 1000 --batch-size 100 train.py
+      backtrace train --heatmap layers.png --window 5000 train.py
       torchrun --nproc-per-node 2 -m backtrace train train.py   (rank 0 prints the report)
 
     The script's own error reaches you whole (its traceback, sys.exit's message and exit code),

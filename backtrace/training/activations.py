@@ -9,7 +9,6 @@ read with the step's one transfer.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +74,8 @@ class Activations:
             self._calls.__exit__(None, None, None)
         self._stack.clear()
 
+    remove = detach  # a hook handle like the others of a Watch
+
     def take(self) -> dict[str, tuple[torch.Tensor, int]]:
         """This step's dead counts per site (device tensors), and start counting the next step."""
         dead, self.dead = self.dead, {}
@@ -128,8 +129,3 @@ class Activations:
         if name not in self.sites:
             self.sites[name] = Site(op, path, type(module).__name__, not own)
         return name
-
-
-def dead_share(counts: dict[str, tuple[Any, int]], numbers: Callable[[str], float]) -> dict[str, float]:
-    """Share of dead outputs per site, from the counts and their transferred numbers."""
-    return {site: numbers(site) / total for site, (_, total) in counts.items() if total}

@@ -100,7 +100,7 @@ class TerminalHeatmap:
         log = self.metric in LOG
         names = [self._label(layer) for layer in self.w.summary_data.layers]
         pad = min(max((len(n) for n in names), default=0), max(8, width // 3))
-        layers, starts, cells = grid(self.w, self.metric, max(1, width - pad - 3))
+        layers, starts, cells = grid(self.w, self.metric, max(1, width - pad - 8))  # + " step"
         lo, hi = _range(cells, log)
         rows = []
         for name, row in zip(names, cells):
@@ -118,9 +118,10 @@ class TerminalHeatmap:
         first = str(starts[0]) if starts else ""
         span = len(cells[0]) if cells else 0
         axis = " " * (pad + 2) + first + last.rjust(max(1, span - len(first))) + " step"
-        legend = (f"{' ' * (pad + 2)}{RAMP[0]} {_number(lo, log)} … {RAMP[-1]} "
-                  f"{_number(hi, log)}{' (log scale)' if log else ''}, {BAD} NaN/inf, "
-                  "blank: no gradient")
+        legend = f"{' ' * (pad + 2)}{RAMP[0]} {_number(lo, log)} … {RAMP[-1]} {_number(hi, log)}"
+        for part in (" (log scale)" if log else "", f", {BAD} NaN/inf", ", blank: no gradient"):
+            if part and len(legend) + len(part) <= width:
+                legend += part
         return [(f"{METRICS[self.metric]} per layer", [])] + rows + [(axis, []), (legend, [])]
 
     def _label(self, layer: str) -> str:

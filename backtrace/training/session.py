@@ -61,6 +61,7 @@ class Session:
             w = Watch(model, optimizer, self.dataset_size, self.batch_size, hook_optimizer=False,
                       log=self.log, **options)
             w.attach()
+            w.began_after_backward()
             if self.last_loss is not None:  # the first step's loss, caught before the watch existed
                 w._step.catch_loss(self.last_loss)
             self.watches[id(optimizer)] = w

@@ -23,7 +23,7 @@ class Pending:
     """What one step measured so far, as device tensors (no sync until the step ends)."""
 
     __slots__ = ("loss", "captured", "backward", "zeros", "local", "stale", "stepped", "prints",
-                 "keys")
+                 "keys", "late")
 
     def __init__(self) -> None:
         self.loss: Any = None  # a float given by hand, or the captured loss (a 0-d tensor)
@@ -35,6 +35,7 @@ class Pending:
         self.stepped: dict[str, torch.Tensor] = {}  # ‖g‖ the optimizer stepped with
         self.prints: dict[str, torch.Tensor] = {}  # fingerprints of the gradients stepped with
         self.keys: dict[str, tuple] = {}  # each .grad as backward left it: (memory, version)
+        self.late = False  # the watch began after this step's backward: what it made is unknown
 
     def untouched(self) -> bool:
         """Nothing of a new step happened yet (a loss given now belongs to the last step)."""
@@ -104,7 +105,7 @@ def record(w: Any, pending: Pending, lr: float | None, skipped: bool, scale: flo
     if pending.captured and scale and loss is not None:
         loss = loss / scale  # the scaled loss was what backward started from
     rows = _rows(numbers.get(("ranks",)), world.size if world else 1)
-    r = _step_record(w, numbers, rows, n_floats, loss, lr, skipped, scale)
+    r = _step_record(w, numbers, rows, n_floats, loss, lr, skipped, scale, pending.late)
     extras = Extras({n for n in w.params if numbers.get(("stale", n))},
                     {s: numbers[("dead", s)] / total for s, (_, total) in dead.items() if total})
     r.relu_zero = dict(extras.dead)
@@ -195,7 +196,7 @@ def _figure(rows: list[list[float]], at: int, combine: str) -> float | None:
 
 def _step_record(w: Any, numbers: dict, rows: list[list[float]] | None, n_floats: int,
                  loss: float | None, lr: float | None, skipped: bool,
-                 scale: float | None) -> StepRecord:
+                 scale: float | None, late: bool) -> StepRecord:
     k = w.step_count + 1
     spe = w.steps_per_epoch
     unscale = 1.0 / scale if scale else 1.0
@@ -216,7 +217,7 @@ def _step_record(w: Any, numbers: dict, rows: list[list[float]] | None, n_floats
             name, w.layer_of[name], tuple(p.shape), stepped,
             got["weight"] or 0.0, got["update"] or 0.0,
             _state(numbers, name, state.get(p, {})),
-            backward if backward is not None else stepped,
+            backward if backward is not None or late else stepped,
             None if got["zeros"] is None or not numel else got["zeros"] / numel,
             None if got["local"] is None else got["local"] * unscale)
     layers: dict[str, float | None] = {}

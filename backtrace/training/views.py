@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .optimizers import OPTIMIZERS
-from .records import StepRecord, Watched
+from .records import ParamRecord, StepRecord, Watched
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -85,24 +85,38 @@ def steps_table(w: Watched, last: int | None = None, boxed: bool = False) -> Tab
     return table
 
 
-def layer_table(w: Watched, step: int = -1, boxed: bool = False) -> Table:
-    """A rich Table of one step, per parameter: gradients, zeros, update, ratio, optimizer state."""
-    from ..render.tables import table as make_table
+def _state_text(p: ParamRecord) -> str:
+    """A parameter's optimizer state in a few words (a tensor by its norm: its shape is the
+    parameter's)."""
     from ..values import TensorStats
+
+    return ", ".join(f"{k} ‖·‖={v.norm:.3g}" if isinstance(v, TensorStats) else f"{k} {_num(v)}"
+                     for k, v in p.state.items())
+
+
+def layer_table(w: Watched, step: int = -1, boxed: bool = False, state: bool = True) -> Table:
+    """A rich Table of one step, per parameter: gradients, zeros, update, ratio and (with
+    `state`) the optimizer's state."""
+    from ..render.tables import table as make_table
 
     s = w.steps[step]
     stepped = _stepped_differs([s])
     numbers = ("shape", "‖grad‖", *(["stepped"] * stepped), "zeros", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖")
-    table = make_table(("parameter", *numbers, "optimizer state"), "table" if boxed else "plain",
-                       right=numbers, title=f"step {s.step}, per parameter")
+    table = make_table(("parameter", *numbers, *(["optimizer state"] * state)),
+                       "table" if boxed else "plain", right=numbers,
+                       title=f"step {s.step}, per parameter")
     for p in s.params.values():
-        state = ", ".join(f"{k} {v}" if isinstance(v, TensorStats) else f"{k} {_num(v)}"
-                          for k, v in p.state.items())
         zeros = "-" if p.zeros is None else f"{p.zeros:.0%}"
         table.add_row(p.name, "×".join(map(str, p.shape)) or "scalar", _num(p.backward_norm),
                       *([_num(p.grad_norm)] * stepped), zeros, _num(p.weight_norm),
-                      _num(p.update_norm), _num(p.ratio), state)
+                      _num(p.update_norm), _num(p.ratio), *([_state_text(p)] * state))
     return table
+
+
+def state_lines(w: Watched, step: int = -1) -> str:
+    """The optimizer state of one step, one line per parameter (for narrow terminals)."""
+    s = w.steps[step]
+    return "\n".join(f"{p.name}: {_state_text(p)}" for p in s.params.values() if p.state)
 
 
 def ranks_table(w: Watched, last: int | None = None, boxed: bool = False) -> Table:
@@ -217,10 +231,13 @@ def print_report(out: Console, watches: Sequence[Watched], rows: int,
             out.print(steps_table(w, last=rows))
             if any(s.ranks for s in w.steps):
                 out.print(ranks_table(w, last=rows))
-            out.print(layer_table(w))
+            wide = out.width >= 120  # the state column fits; else it goes below the table
+            out.print(layer_table(w, state=wide))
+            if not wide and state_lines(w):
+                out.print(state_lines(w), highlight=False)
         if w.step_count > 1:
             out.print(terminal_heatmap(w, "rms"))
-        out.print(loss_curve(w), highlight=False)
+        out.print(loss_curve(w, width=max(10, min(60, out.width - 18))), highlight=False)
         out.print(summary(w), highlight=False)
         for kind, path in charts.items():
             if path and w.steps:

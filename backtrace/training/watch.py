@@ -152,7 +152,7 @@ class Watch:
             return
         self._attached = False
         for h in reversed(self._handles):
-            (h.detach if isinstance(h, Activations) else h.remove)()
+            h.remove()
         self._handles.clear()
 
     def __enter__(self) -> Watch:
@@ -226,6 +226,12 @@ class Watch:
         if loss is not None:
             self.loss(loss)
         return self._record(None)
+
+    def began_after_backward(self) -> None:
+        """Say that this step's backward ran before the watch was attached (backtrace train
+        attaches at the first optimizer step): its gradients as backward produced them are
+        unknown, and the first step shows none rather than the clipped ones."""
+        self._step.late = True
 
     def loss(self, value: Any) -> None:
         """Give the loss of the current step (before or after its update)."""
