@@ -423,6 +423,8 @@ def test_terminal_heatmap_fits_the_width_and_marks_levels():
         rows = [line.split("│")[1] for line in lines if "│" in line]
         assert len(rows) == 2 and all(len(r) == 30 for r in rows)
         assert "█" in "".join(rows) and "▁" in "".join(rows)
+    plain = str(w.heatmap(width=50)).splitlines()  # without rich: the same rows, as text
+    assert max(map(len, plain)) <= 50 and plain[1].startswith("0 (Linear)")
     bad = watched(Functional(lambda h: torch.sqrt(h - 1e9)), steps=2)  # NaN gradients
     assert "x" in render_text(bad.heatmap()).split("│")[1]
 
@@ -437,3 +439,24 @@ def test_plot_heatmap_writes_three_panels(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(backtrace.UsageError, match="unknown heatmap metric"):
         w.heatmap("bogus")
+
+
+def test_compiled_models_run_watched():
+    """torch.compile'd code is not entered: its activations are not counted, the rest is."""
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    model = nn.Sequential(nn.Linear(3, 8), torch.compile(inner), nn.Linear(8, 1), nn.ReLU())
+    replay = nn.Sequential(nn.Linear(3, 8), copy.deepcopy(inner), nn.Linear(8, 1), nn.ReLU())
+    replay.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in model.state_dict().items()})
+    x = torch.randn(16, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with backtrace.watch(model, opt, **quiet()) as w:
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+    replay(x).pow(2).mean().backward()
+    s = w.steps[0]
+    assert set(s.relu_zero) == {"3"}  # the eager ReLU; the compiled one is not ours to enter
+    assert s.relu_zero["3"] == (replay(x) == 0).double().mean().item()
+    for (name, rec), p in zip(s.params.items(), replay.parameters()):
+        assert rec.backward_norm == pytest.approx(p.grad.norm().item(), rel=1e-5), name

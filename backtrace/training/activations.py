@@ -59,7 +59,10 @@ class Activations:
         self._handles: list[Any] = []
 
     def attach(self) -> None:
-        """Hook every module (the running path) and the root (the recorder, while forward runs)."""
+        """Hook every module (the running path) and the root (the recorder, while forward runs).
+        A torch.compile'd model is left alone: its forward is not ours to enter."""
+        if hasattr(self.model, "_orig_mod"):
+            return
         for m in self.model.modules():
             self._handles.append(m.register_forward_pre_hook(self._enter))
             self._handles.append(m.register_forward_hook(self._leave, always_call=True))
@@ -82,6 +85,8 @@ class Activations:
         return dead
 
     def _enter(self, module: torch.nn.Module, args: Any) -> None:
+        if torch.compiler.is_compiling():  # a compiled submodule: nothing to trace into its graph
+            return
         self._stack.append((module, self._names.get(id(module), type(module).__name__), {}))
         if module is self.model:
             self._depth += 1
@@ -89,6 +94,8 @@ class Activations:
                 self._calls.__enter__()
 
     def _leave(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if torch.compiler.is_compiling():
+            return
         if self._stack and self._stack[-1][0] is module:
             self._stack.pop()
         if module is self.model and self._depth:
@@ -97,6 +104,8 @@ class Activations:
                 self._calls.__exit__(None, None, None)
 
     def _on_call(self, call: Call) -> None:
+        if torch.compiler.is_compiling():  # dynamo traces this mode inside compiled code
+            return
         op = _FUNCTIONS.get(call.func) if not call.inside else None
         if op is None or not self._stack or not torch.is_grad_enabled():
             return
