@@ -139,8 +139,9 @@ class TerminalHeatmap:
             yield text
 
     def __str__(self) -> str:
-        return "\n".join(label + "".join(c for c, _ in chars).rstrip()
-                         for label, chars in self.lines(self.width or 80))
+        width = self.width or 80
+        return "\n".join((label + "".join(c for c, _ in chars)).rstrip()[:width]
+                         for label, chars in self.lines(width))
 
 
 def terminal_heatmap(w: Watched, metric: str = "rms", width: int | None = None) -> TerminalHeatmap:
