@@ -439,6 +439,11 @@ def test_plot_heatmap_writes_three_panels(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(backtrace.UsageError, match="unknown heatmap metric"):
         w.heatmap("bogus")
+    empty = backtrace.watch(mlp())
+    assert str(empty.heatmap()).endswith("no step recorded yet")
+    with pytest.raises(backtrace.UsageError, match="no step recorded yet"):
+        empty.plot_heatmap(tmp_path / "e.png")
+    assert not (tmp_path / "e.png").exists()
 
 
 def test_compiled_models_run_watched():

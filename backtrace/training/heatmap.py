@@ -98,6 +98,8 @@ class TerminalHeatmap:
     def lines(self, width: int) -> list[tuple[str, list[tuple[str, tuple[int, int, int] | None]]]]:
         """(label, [(character, colour)]) per row, then the axis and the legend as labels."""
         log = self.metric in LOG
+        if not self.w.summary_data.layers:
+            return [("heatmap: no step recorded yet", [])]
         names = [self._label(layer) for layer in self.w.summary_data.layers]
         pad = min(max((len(n) for n in names), default=0), max(8, width // 3))
         layers, starts, cells = grid(self.w, self.metric, max(1, width - pad - 8))  # + " step"
@@ -157,6 +159,10 @@ def heatmap_figure(w: Watched, metrics: Sequence[str] = ("rms", "ratio", "zeros"
     from matplotlib.figure import Figure
 
     layers = list(w.summary_data.layers)
+    if not layers:
+        raise UsageError("no step recorded yet: nothing to draw a heatmap of")
+    for metric in metrics:
+        _check(metric)
     fig = Figure(figsize=(8, 1.2 + (0.35 * len(layers) + 0.9) * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
     for ax, metric in zip(axes, metrics):
