@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import math
 import sys
+import threading
 from typing import Any
 
 import torch
@@ -128,7 +129,7 @@ def _gradients(trace: Trace, params: WeakNames, modules: WeakNames, level: str) 
     for p, name in params.live():
         by_name.setdefault(name, []).append(p)
     reduced = _ddp_params(modules)
-    changed: dict[str, TraceNode] = {}
+    ddp: list[tuple[TraceNode, Any]] = []
     sharded: list[tuple[TraceNode, torch.Tensor]] = []
     for node in trace.nodes:
         if node.kind != "input" or node.id not in by_name:
@@ -137,10 +138,13 @@ def _gradients(trace: Trace, params: WeakNames, modules: WeakNames, level: str) 
         shard = next((p for p in objs if _is_dtensor(p) and p.grad is not None), None)
         if shard is not None:
             sharded.append((node, shard))
-        elif any(id(p) in reduced for p in objs):
-            p = next(p for p in objs if id(p) in reduced)
-            if p.grad is not None:
-                changed[node.id] = _with_grad(node, _recorded(p.grad, level), node.value)
+        else:
+            p = next((p for p in objs if id(p) in reduced and p.grad is not None), None)
+            if p is not None:
+                ddp.append((node, _recorded(p.grad, level)))
+    stats.resolve([g for _, g in ddp if isinstance(g, stats.Pending)])  # one transfer
+    changed = {node.id: _with_grad(node, g.stats if isinstance(g, stats.Pending) else g,
+                                   node.value) for node, g in ddp}
     changed.update(_global(sharded, level))
     return tuple(changed.get(n.id, n) for n in trace.nodes) if changed else trace.nodes
 
@@ -157,10 +161,9 @@ def _ddp_params(modules: WeakNames) -> set[int]:
 
 
 def _recorded(t: torch.Tensor, level: str) -> Any:
-    with torch.no_grad():
-        if level == "full":
-            return t.detach().clone()
-        return stats.tensor_stats(t)
+    """The tracer's recorded form: a detached clone (level full) or statistics still on the
+    device (resolved together, one transfer)."""
+    return stats.recorded(t, level, threading.get_ident())
 
 
 def _with_grad(node: TraceNode, grad: Any, value: Any) -> TraceNode:
@@ -197,15 +200,17 @@ def _global_stats(sharded: list[tuple[TraceNode, torch.Tensor]]) -> dict[str, Tr
     import torch.distributed as dist
 
     rows = []
-    for _, p in sharded:
-        for t in (p.grad, p):
-            local = t.to_local().detach()
-            rows.append(torch.cat([stats.stats_vector(local).to(torch.float64).cpu(),
-                                   torch.tensor([float(local.numel())], dtype=torch.float64)]))
-    mine = torch.stack(rows)
-    backend = str(dist.get_backend()).lower()
-    if "nccl" in backend:
-        mine = mine.cuda()
+    with torch.no_grad():
+        for _, p in sharded:
+            for t in (p.grad, p):
+                local = t.to_local().detach()
+                size = torch.full((1,), float(local.numel()), dtype=torch.float64,
+                                  device=local.device)
+                rows.append(torch.cat([stats.stats_vector(local).to(torch.float64), size]))
+    # one transfer: gloo gathers on the CPU, nccl on the GPU
+    device = torch.device("cuda", torch.cuda.current_device()) \
+        if "nccl" in str(dist.get_backend()).lower() else torch.device("cpu")
+    mine = torch.stack([r.to(device) for r in rows])
     parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, mine)
     gathered = torch.stack(parts).cpu().tolist()  # [rank][row][statistic..., numel]
