@@ -48,6 +48,33 @@ def world() -> tuple[int, int] | None:
     return (dist.get_rank(), size) if size > 1 else None
 
 
+def device() -> torch.device:
+    """Where the default group's collectives run: the GPU for nccl, the CPU otherwise (gloo)."""
+    import torch.distributed as dist
+
+    if "nccl" in str(dist.get_backend()).lower() and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's `t` (same shape on each), stacked along a new first dimension."""
+    import torch.distributed as dist
+
+    mine = t.to(device())
+    parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, mine)
+    return torch.stack(parts)
+
+
+def agree(text: str) -> bool:
+    """True when every rank passed the same text (one gather of a 48-bit digest, exact in a
+    float64): a check before collectives that only line up when the ranks agree."""
+    digest = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
+    everyone = gather(torch.tensor([float(digest)], dtype=torch.float64)).reshape(-1).tolist()
+    return len(set(everyone)) == 1
+
+
 def storage_freed(t: torch.Tensor) -> bool:
     """True for a tensor whose memory is gone (FSDP2 frees unsharded parameters after forward):
     reading it would fail, or crash at level full."""
@@ -174,7 +201,7 @@ def _with_grad(node: TraceNode, grad: Any, value: Any) -> TraceNode:
 
 def _global(sharded: list[tuple[TraceNode, torch.Tensor]], level: str) -> dict[str, TraceNode]:
     """Sharded parameters' global gradients and values, combined over the ranks (collectives)."""
-    if not sharded or not _agree(sorted(n.id for n, _ in sharded)):
+    if not sharded or not agree("\0".join(sorted(n.id for n, _ in sharded))):
         return {}
     sharded = sorted(sharded, key=lambda item: item[0].id)
     if level == "full":
@@ -184,21 +211,8 @@ def _global(sharded: list[tuple[TraceNode, torch.Tensor]], level: str) -> dict[s
     return _global_stats(sharded)
 
 
-def _agree(names: list[str]) -> bool:
-    """Every rank holds the same sharded parameters (else no collective could line up)."""
-    import torch.distributed as dist
-
-    digest = int.from_bytes(hashlib.blake2b("\0".join(names).encode(), digest_size=6).digest(),
-                            "big")
-    everyone: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, digest)
-    return len(set(everyone)) == 1
-
-
 def _global_stats(sharded: list[tuple[TraceNode, torch.Tensor]]) -> dict[str, TraceNode]:
     """One all_gather of every shard's statistics (gradient and value) and size, combined."""
-    import torch.distributed as dist
-
     rows = []
     with torch.no_grad():
         for _, p in sharded:
@@ -208,12 +222,8 @@ def _global_stats(sharded: list[tuple[TraceNode, torch.Tensor]]) -> dict[str, Tr
                                   device=local.device)
                 rows.append(torch.cat([stats.stats_vector(local).to(torch.float64), size]))
     # one transfer: gloo gathers on the CPU, nccl on the GPU
-    device = torch.device("cuda", torch.cuda.current_device()) \
-        if "nccl" in str(dist.get_backend()).lower() else torch.device("cpu")
-    mine = torch.stack([r.to(device) for r in rows])
-    parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, mine)
-    gathered = torch.stack(parts).cpu().tolist()  # [rank][row][statistic..., numel]
+    gathered = gather(torch.stack([r.to(device()) for r in rows])).cpu().tolist()
+    # [rank][row][statistic..., numel]
     out = {}
     for i, (node, p) in enumerate(sharded):
         grad, value = (_combined(gathered, 2 * i + j, p) for j in (0, 1))

@@ -9,9 +9,9 @@ a parameter DDP does not reduce), and weights that differ after a step (`ranks-d
 """
 from __future__ import annotations
 
-import hashlib
 import torch
 
+from ..tracer import distributed
 
 _F64 = torch.float64
 
@@ -26,33 +26,18 @@ class World:
     @classmethod
     def current(cls) -> World | None:
         """The running job's world when there is one with more than one rank, else None."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-            return None
-        backend = str(dist.get_backend()).lower()
-        device = torch.device("cpu")
-        if "nccl" in backend and torch.cuda.is_available():
-            device = torch.device("cuda", torch.cuda.current_device())
-        return cls(dist.get_rank(), dist.get_world_size(), device)
+        where = distributed.world()
+        return None if where is None else cls(where[0], where[1], distributed.device())
 
     def gather(self, payload: torch.Tensor) -> torch.Tensor:
         """Every rank's payload (a 1-d float64 tensor of the same length), stacked [size, n]."""
-        import torch.distributed as dist
-
-        mine = payload.to(self.device)
-        parts = [torch.empty_like(mine) for _ in range(self.size)]
-        dist.all_gather(parts, mine)
-        return torch.stack(parts)
+        return distributed.gather(payload)
 
     def agree(self, layout: str) -> bool:
         """True when every rank watches the same parameters (names, shapes, sharding): only then
         are figures compared across ranks (one small gather, at the first step)."""
         if self.agreed is None:
-            digest = int.from_bytes(hashlib.blake2b(layout.encode(), digest_size=6).digest(), "big")
-            mine = torch.tensor([float(digest)], dtype=_F64)
-            everyone = self.gather(mine).reshape(-1).tolist()
-            self.agreed = len(set(everyone)) == 1
+            self.agreed = distributed.agree(layout)
         return self.agreed
 
 

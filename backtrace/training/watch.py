@@ -21,6 +21,7 @@ does not load it until `backtrace.watch` is used.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -268,7 +269,6 @@ class Watch:
         return record
 
     # ------------------------------------------------------------------ checks
-    # stacklevel=4 counts _report, its caller (stepping.check's helpers) and two more frames.
     def report(self, finding: Finding | None) -> None:
         """Keep a finding (once per kind and layer; counts keeps at how many steps it happened)
         and say it: to `log`, or through Python's warnings as a TrainingWarning."""
@@ -287,7 +287,7 @@ class Watch:
         else:
             import warnings
 
-            warnings.warn(TrainingWarning(finding.message), stacklevel=4)
+            warnings.warn(TrainingWarning(finding.message), stacklevel=_user_level())
 
     def _check_loss(self, r: StepRecord) -> None:
         stepping.check_loss(self, r)
@@ -360,6 +360,15 @@ class Watch:
         from .plots import save
 
         save(self.heatmap_figure(), path)
+
+
+def _user_level() -> int:
+    """The stacklevel of the user's frame (the line that stepped), past backtrace's and torch's."""
+    frame, level = sys._getframe(2), 2  # the caller of report()
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            ("backtrace.", "torch.")):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def watch(model: Any, optimizer: Any = None, dataset_size: int | None = None,
