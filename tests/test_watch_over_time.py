@@ -427,6 +427,8 @@ def test_terminal_heatmap_fits_the_width_and_marks_levels():
     assert max(map(len, plain)) <= 50 and plain[1].startswith("0 (Linear)")
     bad = watched(Functional(lambda h: torch.sqrt(h - 1e9)), steps=2)  # NaN gradients
     assert "x" in render_text(bad.heatmap()).split("│")[1]
+    dead = render_text(watched(Functional(F.relu, bias=-100.0), steps=3).heatmap())
+    assert dead.split("│")[1].startswith("···") and "· zero" in dead  # fc1: no gradient at all
 
 
 def test_plot_heatmap_writes_three_panels(tmp_path):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 RAMP = "▁▂▃▄▅▆▇█"  # low to high
 BAD = "x"  # NaN or inf at some step of the cell
+ZERO = "·"  # exactly zero on a log scale (a layer no gradient reaches)
 LOG = {"rms", "grad", "ratio"}  # metrics drawn on a log scale (zeros: 0 to 100%)
 # Low to high: dark blue, teal, green, yellow, red (viridis-like, then hot for the top).
 COLOURS = ((48, 18, 120), (33, 110, 160), (40, 170, 120), (170, 200, 40), (250, 200, 30),
@@ -112,6 +113,8 @@ class TerminalHeatmap:
                     chars.append((" ", None))
                 elif not math.isfinite(v):
                     chars.append((BAD, (255, 0, 255)))
+                elif log and v <= 0:
+                    chars.append((ZERO, (120, 120, 120)))
                 else:
                     k = _level(v, log, lo, hi)
                     chars.append((RAMP[k], COLOURS[k]))
@@ -121,7 +124,9 @@ class TerminalHeatmap:
         span = len(cells[0]) if cells else 0
         axis = " " * (pad + 2) + first + last.rjust(max(1, span - len(first))) + " step"
         legend = f"{' ' * (pad + 2)}{RAMP[0]} {_number(lo, log)} … {RAMP[-1]} {_number(hi, log)}"
-        for part in (" (log scale)" if log else "", f", {BAD} NaN/inf", ", blank: no gradient"):
+        zero = any(c == ZERO for _, chars in rows for c, _ in chars)
+        for part in (" (log scale)" if log else "", f", {ZERO} zero" if zero else "",
+                     f", {BAD} NaN/inf", ", blank: no gradient"):
             if part and len(legend) + len(part) <= width:
                 legend += part
         return [(f"{METRICS[self.metric]} per layer", [])] + rows + [(axis, []), (legend, [])]
