@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 # Names whose modules import torch or other heavy packages: loaded on first use only.
 _LAZY = {
+    "diff": "backtrace.rundiff:diff",
     "export": "backtrace.render.formats:export",
     "show": "backtrace.render.formats:show",
     "trace": "backtrace.tracer:trace",

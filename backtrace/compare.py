@@ -11,7 +11,7 @@ from typing import Any
 
 from .values import format_number
 from .traces import Trace
-from .values import TensorStats, is_tensor, numbers
+from .values import TensorStats, is_tensor, nested_shape, numbers
 
 MISSING = "missing"
 
@@ -96,6 +96,10 @@ def delta(a: Any, b: Any) -> float:
         if not (isinstance(a, tuple) and isinstance(b, tuple)) or len(a) != len(b):
             return math.inf
         return max((delta(x, y) for x, y in zip(a, b)), default=0.0)
+    if isinstance(a, list) or isinstance(b, list):  # tensors of the formula engines: nested lists
+        if nested_shape(a) != nested_shape(b):
+            return math.inf
+        return max(map(_num, numbers(a), numbers(b)), default=0.0)
     if isinstance(a, TensorStats) or isinstance(b, TensorStats):
         if not (isinstance(a, TensorStats) and isinstance(b, TensorStats)) or a.shape != b.shape:
             return math.inf
@@ -132,6 +136,8 @@ def close(a: Any, b: Any, rtol: float, atol: float) -> bool:
         same = (x == y) | (x.isnan() & y.isnan())
         bound = atol + rtol * torch.maximum(x.abs(), y.abs())
         return bool((same | ((x - y).abs() <= bound)).all())
+    if (isinstance(a, list) or isinstance(b, list)) and nested_shape(a) != nested_shape(b):
+        return False
     xs, ys = numbers(a), numbers(b)
     if xs is None or ys is None:
         return xs is None and ys is None and a == b
@@ -179,7 +185,11 @@ def compare(a: Trace, b: Trace, names: tuple[str, str] | None = None, rtol: floa
             continue
         check(node_id, "upstream", None, sa.upstream, sb.upstream)
         for ea, eb in zip(sa.edges, sb.edges):
-            check(node_id, "local", ea.slot, ea.local, eb.local)
+            # A tensor edge's local factor is the reference engine's way of writing its rule;
+            # torch has only the product (described, not computed), so a local that one side
+            # has not computed is not compared; the contribution still is, element by element.
+            if ea.local is not None and eb.local is not None or ea.contribution is None:
+                check(node_id, "local", ea.slot, ea.local, eb.local)
             check(node_id, "contribution", ea.slot, ea.contribution, eb.contribution)
         if len(sa.edges) != len(sb.edges):
             check(node_id, "edges", None, len(sa.edges), len(sb.edges))

@@ -49,10 +49,14 @@ def crosscheck(formula: str | Graph, values: Mapping[str, float], engine: str = 
     verdicts = []
     if reference is not None and tor is not None:
         verdicts.append(compare(reference, tor, ("reference", "torch")))
-    if check == "numeric":
+    if check == "numeric" and shown.scalar:
         from .numeric import numeric_check
 
         verdicts.append(numeric_check(graph, values, shown))
+    elif check == "numeric":  # tensors: element by element
+        from .tensor_numeric import numeric_check as tensor_check
+
+        verdicts.append(tensor_check(graph, values, shown))
     if verdicts:
         meta = {**shown.meta, "check": [v.to_dict() for v in verdicts]}
         shown = dataclasses.replace(shown, meta=meta)

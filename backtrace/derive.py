@@ -37,7 +37,7 @@ def derivations(trace: Trace, max_paths: int = 8) -> list[Derivation]:
         inputs = [e.input for e in step.edges]
         edges_of[step.node] = [
             Factor(step.node, e.input, e.slot, e.rule, e.local, inputs.count(e.input) > 1)
-            for e in step.edges if e.contribution is not None]
+            for e in step.edges if e.contribution is not None or e.note == "not recorded"]
     order = [n.id for n in trace.nodes]
     result = []
     for node in trace.nodes:
@@ -78,5 +78,34 @@ def product(path: tuple[Factor, ...]) -> Any:
     """The product of a path's local derivatives."""
     value = 1.0
     for f in path:
+        if f.local is None:  # not computed or not recorded: the product is unknown
+            return None
         value = value * f.local
     return value
+
+
+@dataclass(frozen=True)
+class TensorDerivation:
+    """∂output/∂input of a tensor formula: the rule of each edge that sends the input gradient
+    (one per consumer; the gradient is their sum), written over the upstream ∂L/∂node."""
+
+    output: str
+    input: str
+    grad: Any
+    terms: tuple[str, ...]
+    notes: tuple[str, ...]  # why an edge sends nothing (class indices)
+
+
+def tensor_derivations(trace: Trace) -> list[TensorDerivation]:
+    """One derivation per input of a tensor trace, in the order of the inputs."""
+    terms: dict[str, list[str]] = {}
+    notes: dict[str, list[str]] = {}
+    for step in trace.steps:
+        for e in step.edges:
+            if e.contribution is not None:
+                terms.setdefault(e.input, []).append(e.rule)
+            elif e.note:
+                notes.setdefault(e.input, []).append(e.note)
+    return [TensorDerivation(trace.output, n.id, n.grad, tuple(terms.get(n.id, ())),
+                             tuple(dict.fromkeys(notes.get(n.id, ()))))
+            for n in trace.nodes if n.kind == "input"]

@@ -7,17 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 from numbers import Real
+from typing import Any
 
-from .errors import DomainError, MissingValueError, UsageError
-from .ir import CONST, INPUT, Graph
+from . import tensor_engine
+from .errors import DomainError, MissingValueError, UsageError, reason
+from .ir import CONST, INPUT, Graph, check_names, needs_grad
 from .values import format_number
 from .ops import OPS, Op
 from .parser import Limits, parse
+from .tensor import is_tensor_like
 from .traces import Edge, LazySeq, Step, Trace, TraceNode
-
-_REASONS = {ZeroDivisionError: "division by zero", OverflowError: "overflow",
-            ValueError: "outside the op's domain"}
-
 
 class Tape:
     """The raw numbers of one pass in flat lists; `to_trace` views them as a Trace lazily."""
@@ -32,26 +31,6 @@ class Tape:
         self.grads: list[float | None] = []
         self.order: list[int] = []  # node index of each backward step, in execution order
         self.locals: list[float | None] = []  # one per edge of each step, flattened
-
-
-def needs_grad(ins: list[tuple[int, ...]], is_input: list[bool], output: int) -> bytearray:
-    """1 for nodes on a path from an input to the output: the ones backward visits."""
-    n = len(ins)
-    depends = bytearray(is_input)
-    for i, args in enumerate(ins):  # topological order, so one forward sweep suffices
-        if args and not depends[i]:
-            for j in args:
-                if depends[j]:
-                    depends[i] = 1
-                    break
-    active = bytearray(n)
-    active[output] = depends[output]
-    for i in range(output, -1, -1):  # and one backward sweep finds the output's ancestors
-        if active[i]:
-            for j in ins[i]:
-                if depends[j]:
-                    active[j] = 1
-    return active
 
 
 def backward(tape: Tape, output: int, active: bytearray) -> None:
@@ -134,12 +113,11 @@ class NodeFailure(Exception):
                      name) -> DomainError:
         """One line naming the node, its op, its inputs and their values."""
         i, op = self.index, ops[self.index]
-        reason = f"outside the domain of {op.name}" if isinstance(self.exc, ValueError) \
-            else _REASONS.get(type(self.exc), str(self.exc))
+        why = reason(self.exc, op.name)
         args = ", ".join(f"{name(j)} = {format_number(vals[j])}" for j in ins[i]
                          if name(j) != format_number(vals[j])) or "constant inputs"
         return DomainError(f"cannot compute {self.what} of {name(i)} = "
-                           f"{op.expression(*map(name, ins[i]))} with {args}: {reason}")
+                           f"{op.expression(*map(name, ins[i]))} with {args}: {why}")
 
 
 def check_finite(values: list, ids, what: str) -> None:
@@ -165,6 +143,7 @@ class Compiled:
     consts: list[float]  # constants in place, 0.0 elsewhere
     inputs: list[tuple[int, str]]  # (node index, name) of each input
     active: bytearray
+    tensor: bool = False  # an op with no scalar form (@, sum, softmax, ...): the tensor engine runs it
 
     @classmethod
     def of(cls, graph: Graph) -> Compiled:
@@ -177,29 +156,32 @@ class Compiled:
             consts = [n.value if n.op == CONST else 0.0 for n in nodes]
             is_input = [n.op == INPUT for n in nodes]
             inputs = [(i, nodes[i].id) for i, flag in enumerate(is_input) if flag]
-            cached = cls(ops, ins, consts, inputs, needs_grad(ins, is_input, graph.output))
+            cached = cls(ops, ins, consts, inputs, needs_grad(ins, is_input, graph.output),
+                         any(op is not None and op.tensor_only for op in ops))
             object.__setattr__(graph, "_compiled", cached)
         return cached
+
+
+class TensorValues(UsageError):
+    """Raised by `input_values` when a value is a tensor: the caller runs the tensor engine."""
 
 
 def input_values(graph: Graph, values: Mapping[str, float]) -> list[float]:
     """Every node's starting value: the given inputs (checked) and the constants."""
     compiled = Compiled.of(graph)
-    missing = [name for _, name in compiled.inputs if name not in values]
-    if missing:
-        raise MissingValueError(f"no value for input {', '.join(missing)} "
-                                f"(give it as --{missing[0]} NUMBER or {missing[0]}=NUMBER)")
-    if len(values) > len(compiled.inputs):
-        known = {name for _, name in compiled.inputs}
-        extra = ", ".join(repr(n) for n in values if n not in known)
-        raise UsageError(f"{extra} is not an input of the formula "
-                         f"(its inputs: {', '.join(graph.input_names) or 'none'})")
+    if len(values) != len(compiled.inputs) or any(name not in values for _, name in compiled.inputs):
+        check_names(graph, [name for _, name in compiled.inputs], values)
     vals = compiled.consts.copy()
     for i, name in compiled.inputs:
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, Real):
-            raise MissingValueError(f"value of {name} must be a number, got {v!r}")
-        v = float(v)
+            if is_tensor_like(v):
+                raise TensorValues(f"{name} is a tensor: the formula runs on the tensor engine")
+            raise MissingValueError(f"value of {name} must be a number, got {v!r}"[:200])
+        try:
+            v = float(v)
+        except OverflowError:
+            raise MissingValueError(f"value of {name} is too large for a float") from None
         if not math.isfinite(v):
             raise MissingValueError(f"value of {name} must be finite, got {v}")
         vals[i] = v
@@ -207,10 +189,16 @@ def input_values(graph: Graph, values: Mapping[str, float]) -> list[float]:
 
 
 def run(graph: Graph, values: Mapping[str, float]) -> Trace:
-    """Run a graph forward and backward on the reference engine and return its Trace."""
+    """Run a graph forward and backward on the reference engine and return its Trace (values
+    may be numbers, or tensors: nested lists, `backtrace.tensor.Tensor`s or torch tensors)."""
     compiled = Compiled.of(graph)
     ops, ins = compiled.ops, compiled.ins
-    vals = input_values(graph, values)
+    try:
+        if compiled.tensor:
+            raise TensorValues("an op has no scalar form")
+        vals = input_values(graph, values)
+    except TensorValues:
+        return tensor_engine.run(graph, values)
     tape = Tape(ops, ins, vals)
     ids = lambda i: f"{graph.nodes[i].id} = {graph.expression(i)}"  # noqa: E731
     try:
@@ -255,6 +243,18 @@ def graph_trace(graph: Graph, tape: Tape, engine: str = "reference") -> Trace:
                  LazySeq(len(tape.order), make_step), meta)
 
 
-def explain(formula: str, limits: Limits | None = None, **values: float) -> Trace:
-    """Parse `formula`, run it forward and backward on the reference engine, return the Trace."""
-    return run(parse(formula, limits or Limits()), values)
+def explain(formula: str, limits: Limits | None = None, /, **values: Any) -> Trace:
+    """Parse `formula`, run it forward and backward on the reference engine, return the Trace.
+
+    Every keyword is an input value, whatever its name (``explain("f = limits*2", limits=2)``);
+    limits go second, by position."""
+    limits, values = split_limits(limits, values)
+    return run(parse(formula, limits), values)
+
+
+def split_limits(limits: Limits | None, values: dict[str, Any]) -> tuple[Limits, dict[str, Any]]:
+    """The parser limits and the input values, also from an older call's ``limits=Limits(...)``."""
+    if limits is None and isinstance(values.get("limits"), Limits):
+        values = dict(values)
+        limits = values.pop("limits")
+    return limits or Limits(), values

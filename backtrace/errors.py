@@ -44,8 +44,23 @@ class DomainError(BacktraceError):
     """A node cannot be evaluated (log of a negative, division by zero, overflow, NaN)."""
 
 
+def reason(exc: Exception, op: str) -> str:
+    """Why an op failed on a number, in a few words."""
+    if isinstance(exc, ValueError):
+        return f"outside the domain of {op}"
+    if isinstance(exc, ZeroDivisionError):
+        return "division by zero"
+    if isinstance(exc, OverflowError):
+        return "overflow"
+    return str(exc)
+
+
 class TraceFormatError(BacktraceError):
     """A trace file is malformed or of a schema this version cannot read."""
+
+
+class TraceMismatchError(UsageError):
+    """Two traces cannot be compared: different models or engines (exit code 2, as diff's)."""
 
 
 class RenderError(BacktraceError):

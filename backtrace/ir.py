@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import LimitError
-from .ops import OPS
+from .errors import LimitError, MissingValueError, UsageError
+from .ops import CONSTANTS, OPS
 from .values import format_number
 
 INPUT, CONST = "input", "const"
@@ -20,6 +21,7 @@ class Node:
     inputs: tuple[int, ...] = ()  # ordered, so x*x has two edges to x
     value: float | None = None  # constants only
     named: bool = False  # True when the id is a name the user gave
+    params: tuple[tuple[str, Any], ...] = ()  # an op's integer arguments: mean(x, 0) has (("dim", 0),)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Graph:
         node = self.nodes[i]
         if node.op in (INPUT, CONST):
             return self.label(i)
-        return OPS[node.op].expression(*(self.label(j) for j in node.inputs))
+        return OPS[node.op].expression(*(self.label(j) for j in node.inputs), params=node.params)
 
 
 class GraphBuilder:
@@ -60,7 +62,7 @@ class GraphBuilder:
         self._anonymous = 0
 
     def add(self, op: str, inputs: tuple[int, ...] = (), value: float | None = None,
-            name: str | None = None) -> int:
+            name: str | None = None, params: tuple[tuple[str, Any], ...] = ()) -> int:
         """Append a node and return its index."""
         if len(self.nodes) >= self.max_nodes:
             raise LimitError(f"formula has more than {self.max_nodes:,} nodes (raise max_nodes)")
@@ -69,14 +71,59 @@ class GraphBuilder:
             self._anonymous += 1
         else:
             named = True
-        self.nodes.append(Node(name, op, inputs, value, named))
+        self.nodes.append(Node(name, op, inputs, value, named, params))
         return len(self.nodes) - 1
+
+    def pop(self) -> Node:
+        """Take back the last node added (a call's integer argument is a parameter, not a node)."""
+        node = self.nodes.pop()
+        if not node.named:
+            self._anonymous -= 1
+        return node
 
     def rename(self, i: int, name: str) -> None:
         """Give an anonymous node the user's name (``q = x + y`` names the add node ``q``)."""
         node = self.nodes[i]
-        self.nodes[i] = Node(name, node.op, node.inputs, node.value, True)
+        self.nodes[i] = Node(name, node.op, node.inputs, node.value, True, node.params)
 
     def build(self, output: int, source: str = "", aliases: tuple = ()) -> Graph:
         """Freeze what was added."""
         return Graph(tuple(self.nodes), output, source, aliases)
+
+
+def needs_grad(ins: list[tuple[int, ...]], is_input: list[bool], output: int) -> bytearray:
+    """1 for nodes on a path from an input to the output: the ones backward visits."""
+    n = len(ins)
+    depends = bytearray(is_input)
+    for i, args in enumerate(ins):  # topological order, so one forward sweep suffices
+        if args and not depends[i]:
+            for j in args:
+                if depends[j]:
+                    depends[i] = 1
+                    break
+    active = bytearray(n)
+    active[output] = depends[output]
+    for i in range(output, -1, -1):  # and one backward sweep finds the output's ancestors
+        if active[i]:
+            for j in ins[i]:
+                if depends[j]:
+                    active[j] = 1
+    return active
+
+
+def check_names(graph: Graph, names: list[str], values) -> None:
+    """Every input has a value and every value is an input, or a one-line error saying which."""
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise MissingValueError(f"no value for input {', '.join(missing)} "
+                                f"(give it as --{missing[0]} NUMBER or {missing[0]}=NUMBER)")
+    if len(values) > len(names):
+        known = set(names)
+        extra = [n for n in values if n not in known]
+        shadowed = next((n for n in extra if n in CONSTANTS), None)
+        if shadowed:
+            raise UsageError(f"{shadowed!r} is the constant {shadowed} = {CONSTANTS[shadowed]:.6g} "
+                             f"in this formula, not an input: rename your variable (e.g. "
+                             f"{shadowed}1), or assign it in the formula ({shadowed} = ...)")
+        raise UsageError(f"{', '.join(map(repr, extra))} is not an input of the formula "
+                         f"(its inputs: {', '.join(graph.input_names) or 'none'})")

@@ -32,21 +32,30 @@ def is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def _on_torch(op: Op, args: tuple) -> Any:
+def _on_torch(op: Op, args: tuple, extra: tuple = ()) -> Any:
     torch = sys.modules["torch"]
     # Some torch functions (maximum, minimum) take tensors only: a number joins in the dtype and
     # device of the first tensor argument, which is what torch's own promotion would give it.
     like = builtins.next(a for a in args if isinstance(a, torch.Tensor))
     args = tuple(a if isinstance(a, torch.Tensor) else
                  torch.as_tensor(a, dtype=like.dtype, device=like.device) for a in args)
-    return op.torch_function()(*args)
+    kwargs = {**dict(op.torch_kwargs), **{name: v for (name, _), v in zip(op.params, extra)}}
+    return op.torch_function()(*args, **kwargs)
 
 
 def _function(op: Op) -> Callable[..., Any]:
+    most = op.arity + len(op.params)
+
     def function(*args: Any) -> Any:
-        if len(args) != op.arity:
-            raise TypeError(f"{op.name}() takes {op.arity} argument{'s' * (op.arity > 1)}, "
+        if not op.arity <= len(args) <= most:
+            counts = f"{op.arity}" if most == op.arity else f"{op.arity} or {most}"
+            raise TypeError(f"{op.name}() takes {counts} argument{'s' * (most > 1)}, "
                             f"got {len(args)}")
+        if op.tensor_only:
+            if builtins.any(is_tensor(a) for a in args[:op.arity]):
+                return _on_torch(op, args[:op.arity], args[op.arity:])
+            raise TypeError(f"{op.name}() takes torch tensors here; on backtrace's own engine "
+                            f"write it in a formula: backtrace.explain('{op.name}(x)', x=[1, 2])")
         if builtins.any(isinstance(a, Value) for a in args):
             if builtins.any(is_tensor(a) for a in args):
                 raise TypeError(f"{op.name}(): cannot mix backtrace.Value and torch tensors")
@@ -60,11 +69,12 @@ def _function(op: Op) -> Callable[..., Any]:
         return op.forward(*args)
 
     function.__name__ = function.__qualname__ = op.name
-    function.__doc__ = (f"{op.doc} on Values, numbers and tensors; "
-                        + ", ".join(op.rule_text(slot) for slot in range(op.arity)))
+    where = "on torch tensors" if op.tensor_only else "on Values, numbers and tensors"
+    function.__doc__ = f"{op.doc} {where}; " + ", ".join(op.rule_text(slot)
+                                                          for slot in range(op.arity))
     function.__module__ = __name__
     return function
 
 
-# exp, log, sqrt, sin, cos, tanh, sigmoid, relu, abs, max, min, pow: one per op-table function.
+# exp, log, sqrt, ..., clamp, sum, mean, softmax, ...: one per op-table function.
 globals().update({name: _function(op) for name, op in FUNCTIONS.items()})

@@ -7,6 +7,11 @@ operands ``{a}, {b}, {c}, ...`` and ``{out}``, its symbol, how it is written (in
 its precedence, its Python operator (`dunder`) and its torch function as a dotted path. Engines loop
 over the slots, so an op of any arity is one row. Derivatives at kinks follow PyTorch (relu'(0) = 0,
 |x|'(0) = 0, max/min split ties evenly, clamp's bounds as torch.clamp) so the two engines agree.
+
+On tensors a row runs through its `tensor_rule` (backtrace.tensor_ops): scalar rows element by
+element, with broadcasting; the rows with no scalar form (@, sum, mean, transpose, softmax,
+log_softmax, cross_entropy, mse) name their rule, the integer parameters their calls take
+(``mean(x, 0)``: the axis) and the keywords their torch function needs.
 """
 from __future__ import annotations
 
@@ -17,6 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from string import ascii_lowercase
 from typing import Any
+
+from . import tensor_ops
+from .tensor import shape_text
+from .tensor_ops import TensorRule
 
 INFIX, PREFIX, CALL = "infix", "prefix", "call"
 
@@ -31,9 +40,9 @@ class Op:
     """One row of the op table."""
 
     name: str
-    forward: Callable[..., float]
-    derivs: tuple[Callable[..., float], ...]  # d(*inputs, out) -> ∂out/∂input, one per input slot
-    rules: tuple[str, ...]  # the same derivatives as text over {a}, {b}, ... and {out}
+    forward: Callable[..., float] | None = None  # on floats; None for tensor-only rows
+    derivs: tuple[Callable[..., float], ...] = ()  # d(*inputs, out) -> ∂out/∂input, per input slot
+    rules: tuple[str, ...] = ()  # the same derivatives as text over {a}, {b}, ... and {out}
     symbol: str = ""  # how it is drawn and parsed; a call's symbol is its name
     kind: str = CALL
     precedence: int = 100  # binding power; calls and atoms bind tightest
@@ -42,33 +51,54 @@ class Op:
     spellings: tuple[str, ...] = ()  # more call names for the same op: pow(a, b) beside a ** b
     torch: str = ""  # the torch function, a dotted path ("torch.add", "torch.nn.functional.relu")
     doc: str = ""
+    tensor: TensorRule | None = None  # tensor-only rows; scalar rows run element by element
+    params: tuple[tuple[str, Any], ...] = ()  # optional integer arguments after the inputs: (name, default)
+    torch_kwargs: tuple[tuple[str, Any], ...] = ()  # keywords the torch function always gets
+    internal: bool = False  # inserted by the engines (broadcast), not written in formulas
 
     def __post_init__(self) -> None:
         if not self.symbol:
             object.__setattr__(self, "symbol", self.name)
         if len(self.derivs) != len(self.rules):
             raise ValueError(f"op {self.name}: one rule text per derivative")
+        if self.tensor is None:  # a scalar row: the same op element by element
+            object.__setattr__(self, "tensor", tensor_ops.elementwise(self))
 
     @property
     def arity(self) -> int:
         """How many inputs the op takes: one per local derivative."""
-        return len(self.derivs)
+        return len(self.derivs) or self.tensor.arity
 
-    def expression(self, *args: str) -> str:
-        """How the op is written over already-formatted operands, e.g. ``a * b``."""
+    @property
+    def tensor_only(self) -> bool:
+        """True for rows with no scalar form (@, sum, softmax, ...)."""
+        return self.forward is None
+
+    @property
+    def tensor_rule(self) -> TensorRule:
+        """How the op runs on tensors."""
+        return self.tensor
+
+    def expression(self, *args: str, params: tuple[tuple[str, Any], ...] = ()) -> str:
+        """How the op is written over already-formatted operands, e.g. ``a * b``, ``mean(x, 0)``."""
         if self.kind == INFIX:
             return f" {self.symbol} ".join(args)
         if self.kind == PREFIX:
             return f"{self.symbol}{args[0]}"
-        return f"{self.symbol}({', '.join(args)})"
+        extra = [shape_text(v) if isinstance(v, tuple) else str(v) for _, v in params]
+        return f"{self.symbol}({', '.join([*args, *extra])})"
 
     def rule(self, slot: int, *names: str, out: str = "out") -> str:
         """The local derivative of input `slot` as text, over the given operand names."""
         return self.rules[slot].format(**dict(zip(operands(self.arity), names)), out=out)
 
     def rule_text(self, slot: int) -> str:
-        """The textbook form of a rule, e.g. ``d(a*b)/da = b``."""
+        """The textbook form of a rule, e.g. ``d(a*b)/da = b``; tensor rows as their
+        vector-Jacobian product, ``∂L/∂b = aᵀ · g`` (g: the upstream gradient ∂L/∂out)."""
         names = operands(self.arity)
+        if self.tensor_only:
+            text = self.tensor.rules[slot].format(g="g", out="out", **dict(zip(names, names)))
+            return f"∂L/∂{names[slot]} = {text}"
         expr = self.expression(*names).replace(" ", "")
         return f"d({expr})/d{names[slot]} = {self.rule(slot, *names, out=expr)}"
 
@@ -158,6 +188,27 @@ ROWS = (
        rules=("1 if {b} <= {a} <= {c} else 0", "1 if {a} < {b} < {c} else 0",
               "1 if {a} > {c} or {c} < {b} else 0"),
        torch="torch.clamp", doc="a limited to [b, c] (c wins when b > c)"),
+    # Tensor-only rows: their forward and vector-Jacobian products live in backtrace.tensor_ops.
+    Op(name="matmul", tensor=tensor_ops.MATMUL, symbol="@", kind=INFIX, precedence=20,
+       torch="torch.matmul", doc="matrix product: vector·matrix, matrix·matrix, matrix·vector"),
+    Op(name="sum", tensor=tensor_ops.SUM, params=(("dim", None),), torch="torch.sum",
+       doc="sum of every element; sum(a, k) along axis k"),
+    Op(name="mean", tensor=tensor_ops.MEAN, params=(("dim", None),), torch="torch.mean",
+       doc="mean of every element; mean(a, k) along axis k"),
+    Op(name="transpose", tensor=tensor_ops.TRANSPOSE, torch="torch.t",
+       doc="rows become columns (aᵀ)"),
+    Op(name="softmax", tensor=tensor_ops.SOFTMAX, torch="torch.softmax", torch_kwargs=(("dim", -1),),
+       doc="exp(a) / sum(exp(a)) along the last axis"),
+    Op(name="log_softmax", tensor=tensor_ops.LOG_SOFTMAX, torch="torch.log_softmax",
+       torch_kwargs=(("dim", -1),), doc="log(softmax(a)), computed stably"),
+    Op(name="cross_entropy", tensor=tensor_ops.CROSS_ENTROPY,
+       torch="backtrace.torchops.cross_entropy",
+       doc="-log softmax(a)[b]: b a class index (or one per row) or probabilities like a"),
+    Op(name="mse", tensor=tensor_ops.MSE, torch="torch.nn.functional.mse_loss",
+       doc="mean((a - b)**2)"),
+    Op(name="broadcast", tensor=tensor_ops.BROADCAST, params=(("size", None),),
+       torch="torch.broadcast_to", internal=True,
+       doc="a copied along new axes (inserted where an elementwise op broadcasts an input)"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in ROWS}
@@ -167,5 +218,5 @@ CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 # How the parser finds ops: infix and prefix by symbol, calls by name (and their other spellings).
 INFIX_OPS = {op.symbol: op for op in ROWS if op.kind == INFIX}
 PREFIX_OPS = {op.symbol: op for op in ROWS if op.kind == PREFIX}
-FUNCTIONS = {op.name: op for op in ROWS if op.kind == CALL} | {
+FUNCTIONS = {op.name: op for op in ROWS if op.kind == CALL and not op.internal} | {
     name: op for op in ROWS for name in op.spellings}

@@ -38,11 +38,12 @@ _TOKEN = re.compile(
 # Characters a Python programmer may try, each with the reason it is refused.
 _REFUSED = {
     "'": "strings are not allowed", '"': "strings are not allowed",
-    ".": "attribute access ('.') is not allowed", "[": "subscripts ('[') are not allowed",
-    "]": "subscripts (']') are not allowed", "{": "braces are not allowed",
+    ".": "attribute access ('.') is not allowed",
+    "[": "'[' is not allowed: no subscripts or list literals; give a tensor as an input value, "
+         "e.g. --x \"[1.4, 2.7, 1.9]\"",
+    "]": "']' is not allowed: no subscripts or list literals", "{": "braces are not allowed",
     "}": "braces are not allowed", ":": "':' is not allowed (no lambdas, slices or annotations)",
-    "^": "'^' is not a power here; write a**b", "@": "'@' (matrix product) is not supported",
-    "%": "'%' (modulo) is not supported", "#": "comments are not allowed",
+    "^": "'^' is not a power here; write a**b", "%": "'%' (modulo) is not supported", "#": "comments are not allowed",
     "\\": "backslashes are not allowed", "`": "backticks are not allowed",
 }
 
@@ -100,6 +101,7 @@ class _Parser:
         self.b = GraphBuilder(limits.max_nodes)
         self.names: dict[str, int] = {}  # every name in scope -> node index
         self.assigned: set[str] = set()
+        self.constants_used: set[str] = set()  # constants read before any assignment shadows them
 
     # -- token helpers
     def peek(self) -> _Tok:
@@ -151,8 +153,10 @@ class _Parser:
         if not (first.kind == "name" and second.text == "="):
             return self.expr(0, 0), None
         name = first.text
-        if name in CONSTANTS or name in FUNCTIONS:
-            raise self.fail(f"cannot assign to {name!r}: it is a built-in", first)
+        if name in FUNCTIONS:
+            raise self.fail(f"cannot assign to {name!r}: it is a built-in function", first)
+        if name in self.constants_used:  # from here on `e` would mean something else: refuse
+            raise self.fail(f"{name!r} is assigned after it is used as the constant {name}", first)
         if name in self.assigned:
             raise self.fail(f"{name!r} is assigned twice", first)
         if name in self.names:
@@ -228,16 +232,34 @@ class _Parser:
             if self.peek().text == "=":
                 raise self.fail("keyword arguments are not allowed", self.peek())
             self.expect(")")
-            if len(args) != op.arity:
-                raise self.fail(f"{word}() takes {op.arity} argument{'s' * (op.arity > 1)}, "
+            most = op.arity + len(op.params)
+            if not op.arity <= len(args) <= most:
+                counts = f"{op.arity}" if most == op.arity else f"{op.arity} or {most}"
+                raise self.fail(f"{word}() takes {counts} argument{'s' * (most > 1)}, "
                                 f"got {len(args)}", tok)
-            return self.b.add(op.name, tuple(args))
+            params = self.params(op, args[op.arity:], tok)
+            return self.b.add(op.name, tuple(args[:op.arity]), params=params)
         if word in FUNCTIONS:
             raise self.fail(f"{word!r} is a function; call it as {word}(...)", tok)
         if word in self.names:
             return self.names[word]
         if word in CONSTANTS:
+            self.constants_used.add(word)
             return self.b.add(CONST, value=CONSTANTS[word])
         i = self.b.add(INPUT, name=word)
         self.names[word] = i
         return i
+
+    def params(self, op, extra: list[int], tok: _Tok) -> tuple:
+        """A call's arguments after its inputs: whole numbers written in place (mean(x, 0)),
+        taken back off the graph as the op's parameters."""
+        values = []
+        for i in reversed(extra):
+            node = self.b.nodes[i]
+            fresh = i == len(self.b.nodes) - 1 and node.op == CONST and not node.named
+            if not fresh or not float(node.value).is_integer():
+                name = op.params[len(values)][0] if len(op.params) == 1 else "parameters"
+                raise self.fail(f"the {'axis' if name == 'dim' else name} of {op.name}() must be "
+                                f"a whole number written in place, like {op.name}(x, 0)", tok)
+            values.append(int(self.b.pop().value))
+        return tuple((name, v) for (name, _), v in zip(op.params, reversed(values)))

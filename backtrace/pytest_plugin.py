@@ -130,10 +130,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = yield
     fixture = item.stash.get(_FIXTURE, None)
     if report.when == "call" and report.failed and fixture is not None:
-        trace = fixture.last
-        if trace is not None:
-            _attach(report, SECTION, _report_text(item, trace))
+        try:
+            trace = fixture.last
+            if trace is not None:
+                _attach(report, SECTION, _report_text(item, trace))
+        except Exception as exc:  # a problem of the plugin is this test's, never the session's
+            _attach(report, SECTION, f"backtrace could not show the last trace: {_one_line(exc)}")
     return report
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line (torch's dispatcher errors run to a hundred lines)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else ""
+    first = first if len(first) <= 160 else first[:159] + "…"
+    return f"{type(exc).__name__}: {first}".rstrip(": ")
 
 
 def _attach(report: pytest.TestReport, title: str, text: str) -> None:
@@ -145,7 +156,11 @@ def _attach(report: pytest.TestReport, title: str, text: str) -> None:
 
 
 def _report_text(item: pytest.Item, trace: Trace) -> str:
-    text = backward_text(trace)
+    """The backward table, then where the trace was saved; each part says why if it fails."""
+    try:
+        text = backward_text(trace)
+    except Exception as exc:
+        text = f"backtrace could not show the last trace: {_one_line(exc)}"
     folder = item.config.getoption("backtrace_dir")
     if folder:
         text += "\n" + _save(trace, Path(folder), item.nodeid)
@@ -171,7 +186,10 @@ def _report_columns() -> tuple:
     from .values import describe
 
     def short(v: Any) -> str:
-        return describe(v, listed=4)
+        try:
+            return describe(v, listed=4)
+        except Exception as exc:  # a value the formatter cannot read (a sparse tensor) is one cell
+            return f"({type(exc).__name__})"
 
     def op(trace: Trace, step: Any, e: Any) -> str:
         node = trace.node(step.node)
@@ -200,7 +218,11 @@ def _save(trace: Trace, folder: Path, nodeid: str) -> str:
     from .errors import BacktraceError
     from .render.formats import export
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is a file, not a folder" if folder.exists() else exc.strerror or exc
+        return f"could not save the trace in --backtrace-dir {folder}: {why}"
     stem = re.sub(r"[^\w.-]+", "_", nodeid).strip("_") or "trace"
     lines = []
     for suffix in ("json", "svg"):
@@ -210,4 +232,6 @@ def _save(trace: Trace, folder: Path, nodeid: str) -> str:
             lines.append(f"saved {path}")
         except BacktraceError as exc:
             lines.append(f"could not save {path}: {exc}")
+        except Exception as exc:  # OSError, or a value the writer cannot handle
+            lines.append(f"could not save {path}: {_one_line(exc)}")
     return "\n".join(lines)

@@ -165,13 +165,27 @@ def trace_script(script: str | Path, args: tuple[str, ...] | list[str] = (), cal
         run = run_script(script, args)
     if isinstance(run.error, BacktraceError):
         raise run.error
-    if len(t.traces) >= call:
-        return ScriptTrace(t.traces[call - 1], run, t.calls)
-    if t.calls == 0:
-        missing = f"{script} made no backward call"
-    else:
-        missing = (f"{script} made {t.calls} backward call{'s' * (t.calls > 1)}; --call {call} "
-                   f"asks for the {_ordinal(call)}")
+    traced = next((tr for tr in t.traces if tr.meta.get("call") == call), None)
+    if traced is not None:
+        return ScriptTrace(traced, run, t.calls)
+    missing = _untraced(script, t, call)
     if run.error is None:
-        raise BacktraceError(f"{missing} (nothing to trace)")
+        nothing = " (nothing to trace)" if t.calls == 0 and not t.other_threads else ""
+        raise BacktraceError(missing + nothing)
     return ScriptTrace(None, run, t.calls, f"{missing} before it stopped ({describe_end(run)})")
+
+
+def _untraced(script: str | Path, t: Any, call: int) -> str:
+    """Why the script's `call`-th backward call has no trace, in one line."""
+    if t.calls >= call:  # it ran, but recording it failed
+        error = next((e for e in t.errors if e.startswith(f"backward call {call}:")), "")
+        return (f"{script}'s {_ordinal(call)} backward call ran but could not be traced "
+                f"({error.partition(': ')[2] or 'unknown error'})")
+    n, calls = t.other_threads, f"backward call{'s' * (t.calls != 1)}"
+    if t.calls == 0 and n:
+        return (f"{script} made its {n} backward call{'s' * (n > 1)} in other threads; only the "
+                f"main thread is traced (use backtrace.trace(...) inside that thread)")
+    if t.calls == 0:
+        return f"{script} made no backward call"
+    elsewhere = f" in its main thread ({n} more in other threads, not traced)" if n else ""
+    return f"{script} made {t.calls} {calls}{elsewhere}; --call {call} asks for the {_ordinal(call)}"

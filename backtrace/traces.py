@@ -156,6 +156,12 @@ class Trace:
         """True when every value is a plain number (the reference engine, formulas, Values)."""
         return all(n.value is None or isinstance(n.value, (int, float)) for n in self.nodes)
 
+    @property
+    def formula_values(self) -> bool:
+        """True when every value is a number or a tensor as nested lists: a trace of the formula
+        engines (scalar or tensor formulas), not of a traced torch model."""
+        return all(n.value is None or isinstance(n.value, (int, float, list)) for n in self.nodes)
+
     # How a trace draws itself (`t.to_graphviz()`, Jupyter's picture). The renderers import this
     # module, so it never imports them: backtrace.render.display installs itself here when it is
     # loaded (`import backtrace` loads it), and these methods hand over to it.
@@ -267,6 +273,8 @@ def encode(v: Any) -> Any:
                           **{k: encode(x) for k, x in zip(v.NUMBERS, v.numbers())}}}
     if isinstance(v, dict):
         return {"dict": {str(k): encode(x) for k, x in v.items()}}
+    if isinstance(v, list) and _nested_numbers(v):  # a formula's tensor: nested JSON arrays
+        return [encode(x) for x in v]
     if isinstance(v, (list, tuple)):
         return {"list": [encode(x) for x in v]}
     if type(v).__module__.startswith("torch"):
@@ -278,8 +286,25 @@ def encode(v: Any) -> Any:
     return {"text": str(v)}
 
 
+def _nested_numbers(v: list) -> bool:
+    """True for nested lists of numbers: how the formula engines hold a tensor."""
+    stack = [v]
+    while stack:
+        level = stack.pop()
+        if not level:
+            return False
+        for x in level:
+            if isinstance(x, list):
+                stack.append(x)
+            elif isinstance(x, bool) or not isinstance(x, (int, float)):
+                return False
+    return True
+
+
 def decode(d: Any) -> Any:
     """Inverse of `encode`."""
+    if isinstance(d, list):
+        return [decode(x) for x in d]
     if not isinstance(d, dict):
         return d
     (tag, body), = d.items() if len(d) == 1 else ((None, None),)

@@ -5,8 +5,8 @@ from collections.abc import Mapping, Sequence
 from itertools import count
 from numbers import Real
 
-from .engine import NodeFailure, Tape, backward, check_finite, graph_trace, needs_grad
-from .ir import CONST, INPUT, Graph, GraphBuilder
+from .engine import NodeFailure, Tape, backward, check_finite, graph_trace
+from .ir import CONST, INPUT, Graph, GraphBuilder, needs_grad
 from .values import format_number
 from .ops import FUNCTIONS, ROWS, Op
 from .traces import Trace
@@ -15,18 +15,31 @@ _created = count()
 
 
 class Value:
-    """A scalar that remembers how it was computed; `backward()` fills `.grad` like PyTorch."""
+    """A scalar that remembers how it was computed; `backward()` fills `.grad` like PyTorch.
 
-    __slots__ = ("data", "grad", "_op", "_prev", "label", "_n")
+    ``Value(3.0, "x")`` is a named input; micrograd's own form ``Value(data, (a, b), '*')`` makes
+    the node of an op (by its symbol or name: ``+ - * / ** tanh exp relu ReLU``, ``**2``), and
+    ``v._op`` reads as micrograd's string ('' for inputs and numbers)."""
 
-    def __init__(self, data: float, label: str | None = None, _prev: tuple = (),
-                 _op: Op | str | None = None) -> None:
+    __slots__ = ("data", "grad", "_row", "_prev", "label", "_n")
+
+    def __init__(self, data: float, _children: tuple | str | None = (), _op: str | Op = "",
+                 label: str | None = None) -> None:
         self.data = float(data)
         self.grad = 0.0
-        self._prev = _prev
-        self._op = _op  # an Op; None for a leaf the user made; "const" for a wrapped number
+        if not _children and not _op:  # a plain input: the common case, kept fast
+            self._prev = ()
+            self._row = None
+        else:
+            self._prev, self._row, label = _parts(_children, _op, label)
         self.label = label
         self._n = next(_created)  # creation order is a topological order, and deterministic
+
+    @property
+    def _op(self) -> str:
+        """The op as micrograd writes it: '+', '*', 'tanh', ...; '' for inputs and numbers."""
+        row = self._row
+        return row.symbol if isinstance(row, Op) else ""
 
     def __repr__(self) -> str:
         name = f"{self.label}, " if self.label else ""
@@ -62,6 +75,49 @@ def _value(x) -> Value:
     return NotImplemented
 
 
+# micrograd's op strings, and every row's symbol and call names: Value(data, (a, b), '*').
+_BY_TEXT = {**{(op.symbol, op.arity): op for op in ROWS if not op.tensor_only},
+            **{(name.lower(), op.arity): op for name, op in FUNCTIONS.items() if not op.tensor_only}}
+
+
+def _parts(children: tuple | str | None, op: str | Op,
+           label: str | None) -> tuple[tuple, Op | str | None, str | None]:
+    """(inputs, row, label) of a Value: Value(3.0, "x") names an input, Value(2, _op=CONST) is a
+    number mixed in, Value(data, (a, b), '*') is micrograd's op node."""
+    if children.__class__ is str:
+        label, children = children, ()
+    if not children and (not op or op == CONST):
+        return (), op or None, label
+    return (*_op_node(tuple(children or ()), op), label)
+
+
+def _op_node(children: tuple, op: str | Op) -> tuple[tuple, Op | str | None]:
+    """(inputs, row) of a node: None for an input, CONST for a number, else its op-table row."""
+    if isinstance(op, Op) or op == CONST:
+        return children, op
+    if not children:
+        if op:
+            raise ValueError(f"Value(data, (), {op!r}): an op needs its inputs, e.g. "
+                             f"Value(6.0, (a, b), '*')")
+        return (), None
+    if not all(isinstance(c, Value) for c in children):
+        raise TypeError("Value(data, children, op): the children must be Values")
+    text = str(op)
+    row = _BY_TEXT.get((text.lower(), len(children)))
+    if row is None and text.startswith("**") and len(children) == 1:  # micrograd's x**2: '**2'
+        try:
+            exponent = float(text[2:])
+        except ValueError:
+            exponent = None
+        if exponent is not None:
+            return (children[0], Value(exponent, _op=CONST)), _BY_TEXT[("**", 2)]
+    if row is None:
+        known = sorted({t for t, _ in _BY_TEXT})
+        raise ValueError(f"Value(data, children, {text!r}): unknown op for {len(children)} "
+                         f"input{'s' * (len(children) > 1)}; known: {' '.join(known)}, **k")
+    return children, row
+
+
 def _failure(op: Op, exc: Exception, args: tuple[Value, ...]) -> Exception:
     vals = [0.0, *(a.data for a in args)]
     names = [op.name, *(a.label or format_number(a.data) for a in args)]
@@ -71,7 +127,7 @@ def _failure(op: Op, exc: Exception, args: tuple[Value, ...]) -> Exception:
 
 def _node(op: Op, data: float, args: tuple[Value, ...]) -> Value:
     out = _new(Value)
-    out.data, out.grad, out._prev, out._op, out.label, out._n = data, 0.0, args, op, None, next(_created)
+    out.data, out.grad, out._prev, out._row, out.label, out._n = data, 0.0, args, op, None, next(_created)
     return out
 
 
@@ -144,7 +200,8 @@ for _op in ROWS:
         if _op.arity == 2:
             setattr(Value, f"__r{_op.dunder}__", _swapped(_fn))
 for _name, _op in FUNCTIONS.items():
-    setattr(Value, _name, _method(_op))
+    if not _op.tensor_only:  # sum, softmax, ... take tensors: formulas and backtrace.math have them
+        setattr(Value, _name, _method(_op))
 
 
 def _topological(root: Value) -> list[Value]:
@@ -179,13 +236,13 @@ def to_graph(out: Value, inputs: Sequence[Value] = (), names: Mapping[Value, str
         name = names.get(v, v.label)
         if name in taken:
             name = None
-        if v._op is None:
+        if v._row is None:
             name = name or f"v{k}"
             index[v] = builder.add(INPUT, name=name)
-        elif v._op == CONST:
+        elif v._row == CONST:
             index[v] = builder.add(CONST, value=v.data, name=name)
         else:
-            index[v] = builder.add(v._op.name, tuple(index[c] for c in v._prev), name=name)
+            index[v] = builder.add(v._row.name, tuple(index[c] for c in v._prev), name=name)
         taken.add(name)
     return builder.build(index[out], source)
 
@@ -193,10 +250,10 @@ def to_graph(out: Value, inputs: Sequence[Value] = (), names: Mapping[Value, str
 def _run_backward(root: Value) -> tuple[list[Value], Tape]:
     order = _topological(root)
     index = {v: k for k, v in enumerate(order)}
-    ops = [v._op if isinstance(v._op, Op) else None for v in order]
+    ops = [v._row if isinstance(v._row, Op) else None for v in order]
     ins = [tuple(map(index.__getitem__, v._prev)) for v in order]
     vals = [v.data for v in order]
-    is_input = [v._op is None for v in order]
+    is_input = [v._row is None for v in order]
     tape = Tape(ops, ins, vals)
     names = lambda i: order[i].label or f"%{i}"  # noqa: E731
     try:

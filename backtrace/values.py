@@ -64,11 +64,38 @@ def shape_text(shape: Sequence[int]) -> str:
     return "[" + ("×".join(map(str, shape)) or "scalar") + "]"
 
 
+def nested_shape(v: Any) -> tuple[int, ...]:
+    """The shape of a tensor held as nested lists (() for a number), read along first elements."""
+    shape = []
+    while isinstance(v, list):
+        shape.append(len(v))
+        v = v[0] if v else None
+    return tuple(shape)
+
+
 def shape_of(v: Any) -> str:
     """Only the shape of a tensor value (the wire label of torch graphs); numbers as themselves."""
     if isinstance(v, TensorStats) or is_tensor(v):
         return shape_text(tuple(v.shape))
+    if isinstance(v, list):
+        return shape_text(nested_shape(v))
     return describe(v)
+
+
+def nested_text(v: Any, digits: int = 6) -> str:
+    """A tensor as nested lists, '[[1, -0.5], [2, 3]]', numbers to `digits` significant digits."""
+    if isinstance(v, list):
+        return "[" + ", ".join(nested_text(x, digits) for x in v) + "]"
+    return format_number(v) if digits >= 6 else format_number(float(f"{v:.{digits}g}"))
+
+
+def _describe_nested(v: list, absmax: bool, listed: int) -> str:
+    """A tensor held as nested lists: its numbers when small, else its shape and norm."""
+    flat = numbers(v) or []
+    if len(flat) <= max(listed, 1):
+        return nested_text(v)
+    text = f"{shape_text(nested_shape(v))} ‖·‖={format_number(math.sqrt(math.fsum(x * x for x in flat)))}"
+    return f"{text} max|·|={format_number(max(map(abs, flat)))}" if absmax else text
 
 
 def norm(v: Any) -> float | None:
@@ -113,14 +140,17 @@ def numbers(v: Any) -> list[float] | None:
 def describe(v: Any, *, absmax: bool = False, listed: int = 1, slots: bool = False) -> str:
     """A value in a few characters: numbers short, one-element tensors (and their statistics) as the
     number, tensors of up to `listed` elements as a list, bigger ones as [shape] ‖·‖ (and max|·|
-    with `absmax`), None as a dash; per-slot tuples joined, numbered with `slots`."""
+    with `absmax`), None as a dash; per-slot tuples joined, numbered with `slots`. Lists are the
+    tensors of formulas, as nested lists."""
     if v is None:
         return "—"
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, (int, float)):
         return format_number(v)
-    if isinstance(v, (tuple, list)):
+    if isinstance(v, list):
+        return _describe_nested(v, absmax, listed)
+    if isinstance(v, tuple):
         parts = [describe(x, absmax=absmax, listed=listed) for x in v]
         return "; ".join(f"{k}: {p}" for k, p in enumerate(parts)) if slots else ", ".join(parts)
     if isinstance(v, TensorStats):

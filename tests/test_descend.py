@@ -167,3 +167,65 @@ def test_cli_errors_are_one_line(args, code, message):
     r = run_cli("descend", *args)
     assert r.exit_code == code, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+# ---------------------------------------------------------------- tensor formulas
+
+LINEAR_REGRESSION = "L = mean((x @ W + b - t)**2)"  # the lecture's LinearRegression, section 9.1
+FEATURES = [[1.0, 2.0], [3.0, -1.0], [0.5, 0.5], [-2.0, 1.5]]
+LABELS = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 2.0]]
+W0, B0 = [[0.3, -0.2], [0.1, 0.4]], [0.05, -0.1]
+
+
+def test_linear_regression_equals_the_lectures_torch_loop():
+    """model.w -= 0.001 * model.w.grad; model.w.grad.zero_(), in float64, to 1e-12."""
+    torch = pytest.importorskip("torch")
+    lr, n = 0.01, 40
+    d = descend(LINEAR_REGRESSION, {"W": W0, "b": B0}, {"x": FEATURES, "t": LABELS}, lr=lr, steps=n)
+    w = torch.tensor(W0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(B0, dtype=torch.float64, requires_grad=True)
+    x, t = (torch.tensor(v, dtype=torch.float64) for v in (FEATURES, LABELS))
+    for k, s in enumerate(d.steps):
+        loss = torch.mean((x @ w + b - t) ** 2)
+        loss.backward()
+        assert abs((d.start_loss if k == 0 else d.steps[k - 1].loss) - loss.item()) < 1e-12
+        grads = s.grads
+        assert max(abs(grads[f"W[{i},{j}]"] - w.grad[i, j].item()) for i in range(2)
+                   for j in range(2)) < 1e-12
+        with torch.no_grad():
+            w -= lr * w.grad
+            b -= lr * b.grad
+            w.grad.zero_()
+            b.grad.zero_()
+        final = d.tensors(s.after)
+        assert torch.allclose(torch.tensor(final["W"], dtype=torch.float64), w, rtol=0, atol=1e-12)
+        assert torch.allclose(torch.tensor(final["b"], dtype=torch.float64), b, rtol=0, atol=1e-12)
+    assert d.verdict.kind in ("converged", "too slow") and d.final_loss < d.start_loss
+
+
+def test_tensor_adam_equals_torch_optim():
+    torch = pytest.importorskip("torch")
+    d = descend(LINEAR_REGRESSION, {"W": W0, "b": B0}, {"x": FEATURES, "t": LABELS}, lr=0.05,
+                steps=25, optimizer="adam")
+    w = torch.tensor(W0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(B0, dtype=torch.float64, requires_grad=True)
+    x, t = (torch.tensor(v, dtype=torch.float64) for v in (FEATURES, LABELS))
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    for _ in d.steps:
+        opt.zero_grad()
+        torch.mean((x @ w + b - t) ** 2).backward()
+        opt.step()
+    final = d.tensors(d.final)
+    assert torch.allclose(torch.tensor(final["W"], dtype=torch.float64), w, rtol=0, atol=1e-12)
+
+
+def test_tensor_descend_on_the_command_line_shows_each_element_and_summarises_big_ones():
+    out = run_cli("descend", LINEAR_REGRESSION, "--x", str(FEATURES), "--t", str(LABELS),
+                  "--W", str(W0), "--b", str(B0), "--fix", "x", "--fix", "t", "--steps", "3",
+                  "--lr", "0.01").output
+    assert "W[0,1]" in out and "b[1]" in out and "Result: W = [[" in out
+    assert "x = [[1, 2], [3, -1], [0.5, 0.5], [-2, 1.5]]" not in out  # 8 elements: summarised
+    assert "x = [4×2] ‖·‖=" in out
+    big = run_cli("descend", "L = mean((x @ W)**2)", "--x", "randn(3, 4)", "--W", "randn(4, 5)",
+                  "--fix", "x", "--steps", "2").output
+    assert "W [4×5]" in big and "W[0,1]" not in big and "‖·‖=" in big

@@ -15,6 +15,7 @@ from backtrace.render import layout
 from backtrace.render.formats import FORMATS, by_suffix, suffixes
 from backtrace.traces import Trace
 
+from .pages import page_data
 from .test_export import png_size, svg_texts
 
 LECTURE = ["f=(x+y)*z", "--x", "-2", "--y", "5", "--z", "-4"]
@@ -31,6 +32,13 @@ def text(data: bytes) -> str:
     return data.decode("utf-8")
 
 
+def explorer_data(data: bytes) -> dict:
+    """The data of an explorer page: the whole trace, node by node."""
+    found = page_data(text(data))
+    assert len(found["nodes"]) > 4 and found["steps"]
+    return found
+
+
 # What each format must hold, for a formula trace (f = -12) and for a traced model; one per format.
 CHECKS = {
     "table": lambda d, model: "╭" in text(d) and ("linear" if model else "∂f/∂x") in text(d),
@@ -42,7 +50,7 @@ CHECKS = {
     "svg": lambda d, model: model or "-12" in svg_texts(d),
     "png": lambda d, model: png_size(d)[0] > 100,
     "pdf": lambda d, model: d.startswith(b"%PDF-"),
-    "html": lambda d, model: b"<!DOCTYPE html>" in d and b'class="frame"' in d,
+    "html": lambda d, model: explorer_data(d)["engine"] == ("torch" if model else "reference"),
 }
 
 

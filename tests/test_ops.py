@@ -7,6 +7,10 @@ import pytest
 
 from backtrace.ops import FUNCTIONS, INFIX_OPS, OPS
 
+# Rows with a scalar form; the tensor-only rows (@, sum, softmax, ...) have their test rows in
+# tests/test_tensor_ops.py.
+SCALAR = sorted(n for n, op in OPS.items() if not op.tensor_only)
+
 # One row per op: a point where the op is smooth. Adding an op means adding its row here.
 POINTS = {
     "add": (1.3, -0.7), "sub": (1.3, -0.7), "mul": (1.3, -0.7), "div": (1.3, -0.7),
@@ -17,10 +21,13 @@ POINTS = {
 
 
 def test_every_op_has_a_test_row():
-    assert set(POINTS) == set(OPS)
+    from tests.test_tensor_ops import CASES
+
+    assert set(POINTS) == set(SCALAR)
+    assert set(POINTS) | {name for name, *_ in CASES} == set(OPS)
 
 
-@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("name", SCALAR)
 def test_local_derivatives_match_central_differences(name):
     op, point = OPS[name], POINTS[name]
     out = op.forward(*point)
@@ -43,7 +50,7 @@ KINKS = [("relu", (0.0,)), ("abs", (0.0,)), ("max", (1.5, 1.5)), ("min", (1.5, 1
          ("clamp", (2.0, 0.5, 2.0)), ("clamp", (1.0, 2.0, 0.5)), ("clamp", (0.1, 2.0, 0.5))]
 
 
-@pytest.mark.parametrize("name,point", [(n, POINTS[n]) for n in sorted(OPS)] + KINKS)
+@pytest.mark.parametrize("name,point", [(n, POINTS[n]) for n in SCALAR] + KINKS)
 def test_forward_and_derivatives_equal_torch(name, point):
     torch = pytest.importorskip("torch")
     op = OPS[name]
@@ -70,9 +77,10 @@ def test_rule_text_is_the_textbook_form():
 
 
 def test_parser_tables_come_from_the_op_table():
-    assert set(INFIX_OPS) == {"+", "-", "*", "/", "**"}
+    assert set(INFIX_OPS) == {"+", "-", "*", "/", "**", "@"}
     assert {"exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "max", "min",
-            "pow", "clamp"} == set(FUNCTIONS)
+            "pow", "clamp", "sum", "mean", "transpose", "softmax", "log_softmax", "cross_entropy",
+            "mse"} == set(FUNCTIONS)
     assert math.isclose(OPS["pow"].forward(2.0, 10.0), 1024.0)
 
 

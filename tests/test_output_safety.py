@@ -88,13 +88,15 @@ class _Collect(HTMLParser):
             self.scripts.append(data)
 
 
-def test_html_replay_has_no_injected_markup(tmp_path):
+def test_html_explorer_has_no_injected_markup(tmp_path):
     page = export(evil_trace(), tmp_path / "evil.html").read_text(encoding="utf-8")
     parser = _Collect()
     parser.feed(page)
     assert "b" not in parser.tags and "image" not in parser.tags and "iframe" not in parser.tags
-    assert parser.tags.count("script") == 1  # only the replay's own script
-    assert "alert(1)" not in parser.scripts[0]
+    # The page's own scripts: the trace as JSON (data, never run), then the inlined code.
+    assert parser.tags.count("script") == len(parser.scripts) and len(parser.scripts) > 2
+    assert json.loads(parser.scripts[0])["title"] == EVIL[0]  # the hostile text, as data
+    assert not any("alert(1)" in code for code in parser.scripts[1:])
 
 
 def test_json_escapes_and_round_trips(tmp_path):

@@ -94,7 +94,8 @@ def test_node_ids_are_deterministic():
     ("x == 2", "'=' ", None),
     ("q = 1; q = 2", "assigned twice", 7),
     ("f = q; q = 2", "after it is used", 7),
-    ("pi = 3", "built-in", 0),
+    ("exp = 3", "built-in function", 0),
+    ("f = pi * 2; pi = 3", "assigned after it is used as the constant pi", 12),
     ("x $ y", "unexpected character '$'", 2),
 ])
 def test_syntax_errors_name_the_problem_and_column(formula, message, column):

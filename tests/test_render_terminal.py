@@ -13,7 +13,18 @@ from .conftest import NEURON, TEXTBOOK, render_text
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {"textbook": TEXTBOOK, "neuron": NEURON,
-         "fanout": ("a = x * x; b = x + 1; f = a * b", {"x": 3.0})}
+         "fanout": ("a = x * x; b = x + 1; f = a * b", {"x": 3.0}),
+         # the lecture's network on its sample, with a batch-free broadcast-free layout (tensors)
+         "lecture": ("h = relu(x @ W1 + b1); z = h @ W2 + b2; L = cross_entropy(z, y)",
+                     {"x": [1.4, 2.7, 1.9],
+                      "W1": [[0.2, -0.5, 0.1, 0.4], [-0.3, 0.8, 0.2, -0.1], [0.5, 0.1, -0.6, 0.3]],
+                      "b1": [0.1, 0.0, -0.1, 0.2],
+                      "W2": [[0.3, -0.2, 0.1], [-0.4, 0.5, 0.2], [0.6, -0.1, -0.3], [0.2, 0.3, -0.5]],
+                      "b2": [0.0, 0.1, -0.1], "y": 0}),
+         # a batch of two: b broadcast over the rows is a step of its own
+         "batch": ("L = mean((x @ W + b - t)**2)",
+                   {"x": [[1.0, 2.0], [3.0, -1.0]], "W": [[0.3, -0.2], [0.1, 0.4]],
+                    "b": [0.05, -0.1], "t": [[1.0, 0.0], [0.0, 1.0]]})}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

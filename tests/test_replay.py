@@ -1,11 +1,9 @@
-"""Backward replay: one SVG per step, and the self-contained HTML page driven in headless Chromium."""
+"""Backward replay: one SVG per step (--steps), and the replay mode of the HTML explorer page
+driven in headless Chromium."""
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,9 +13,11 @@ from backtrace.cli import cli
 from backtrace.errors import LimitError
 from backtrace.render import replay
 from backtrace.render.dot import ACTIVE_FILL
-from backtrace.render.replay import frames, replay_html, write_steps
+from backtrace.render.explorer import explorer_html
+from backtrace.render.replay import frames, write_steps
 
 from .conftest import TEXTBOOK
+from .pages import browser, console_errors, open_page, page_data
 
 SVG = "{http://www.w3.org/2000/svg}"
 FANOUT = ("a = x * x; b = x + 1; f = a * b", {"x": 3.0})  # steps: f, b, a; ∂f/∂x = 9 + 12 + 12
@@ -75,14 +75,14 @@ def test_steps_through_the_cli(tmp_path):
         ["notes.txt", "step-000.svg", "step-001.svg", "step-002.svg"]
 
 
-def test_html_is_self_contained():
-    page = replay_html(explain(TEXTBOOK[0], **TEXTBOOK[1]))
-    assert page.count('class="frame"') == 3 and "<?xml" not in page
+def test_html_page_is_self_contained_and_carries_every_step():
+    page = explorer_html(explain(TEXTBOOK[0], **TEXTBOOK[1]))
+    data = page_data(page)
+    assert [s["caption"] for s in data["steps"]] == [
+        "step 1 of 2: f sends its gradient to %0, z", "step 2 of 2: %0 sends its gradient to x, y"]
+    assert data["seedCaption"] == "step 0 of 2: seed ∂f/∂f = 1"
     assert not re.search(r"<(script|link|img|iframe)[^>]*\b(src|href)\s*=", page, re.I)
-    assert not re.search(r"""(url\(|@import|fetch\(|XMLHttpRequest)""", page)
-    # The only http strings are XML namespace names, which browsers never fetch.
-    assert set(re.findall(r"https?://[^\s\"']+", page)) <= {"http://www.w3.org/2000/svg",
-                                                          "http://www.w3.org/1999/xlink"}
+    assert "@import" not in page
 
 
 def test_replay_refuses_a_pass_too_long_to_step_through(monkeypatch):
@@ -93,29 +93,9 @@ def test_replay_refuses_a_pass_too_long_to_step_through(monkeypatch):
 
 # ---------------------------------------------------------------- a real browser
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-def browser(profile: Path):
-    """Headless Debian Chromium through selenium; skipped locally without it, fails in CI."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs Debian's chromium and chromium-driver for the replay test "
-                        "(.ci/run installs them as root)")
-        pytest.skip("no chromium/chromedriver: apt-get install chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-
-
 def test_html_replay_in_headless_chromium(tmp_path):
+    """The replay is a mode of the explorer page: buttons and arrow keys step through the backward
+    pass on one layout (nothing moves), gradients fill in as they arrive."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -124,32 +104,51 @@ def test_html_replay_in_headless_chromium(tmp_path):
     assert result.exit_code == 0, result.output
     driver = browser(tmp_path / "chrome-profile")
     try:
-        driver.get(page.as_uri())
+        open_page(driver, page)
+        places = driver.execute_script(PLACES)
+        driver.find_element(By.ID, "mode-replay").click()
         counter = driver.find_element(By.ID, "counter")
         assert counter.text == "step 0 of 3"
-
-        def visible_frame():
-            shown = [f for f in driver.find_elements(By.CSS_SELECTOR, ".frame") if f.is_displayed()]
-            assert len(shown) == 1
-            return shown[0]
-
-        assert visible_frame().get_attribute("data-step") == "0"
+        assert driver.find_element(By.ID, "caption").text == "step 0 of 3: seed ∂f/∂f = 1"
+        assert grad_of(driver, "f") == "1" and grad_of(driver, "x") == "pending"
         assert driver.find_element(By.ID, "prev").get_property("disabled") is True
         driver.find_element(By.ID, "next").click()
         assert counter.text == "step 1 of 3"
         assert "f sends its gradient to a, b" in driver.find_element(By.ID, "caption").text
+        assert "active" in element(driver, "f").get_attribute("class")
         driver.find_element(By.ID, "next").click()
-        frame_text = visible_frame().text
-        assert counter.text == "step 2 of 3" and "(9) + …" in frame_text  # x half-filled
+        # Step 2 runs b: x has received b's 9 but still waits for a's two 12s; a's 4 arrived.
+        assert counter.text == "step 2 of 3" and grad_of(driver, "x") == "(9) + …"
+        assert grad_of(driver, "a") == "4" and "active" in element(driver, "b").get_attribute("class")
+        assert "pending" in element(driver, "x").get_attribute("class")
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)
         assert counter.text == "step 3 of 3"
-        assert "(9) + (12) + (12) = 33" in visible_frame().text
+        assert grad_of(driver, "x") == "(9) + (12) + (12) = 33"
         assert driver.find_element(By.ID, "next").get_property("disabled") is True
+        assert driver.execute_script(PLACES) == places  # laid out once: nothing moved
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
         assert counter.text == "step 2 of 3"
         driver.find_element(By.ID, "first").click()
-        assert counter.text == "step 0 of 3" and visible_frame().get_attribute("data-step") == "0"
+        assert counter.text == "step 0 of 3"
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.END)
+        assert counter.text == "step 3 of 3"
+        driver.find_element(By.ID, "mode-explore").click()  # back: the whole pass, no highlight
+        assert not driver.find_elements(By.CSS_SELECTOR, ".element.active, .element.pending")
         assert driver.execute_script(
             "return performance.getEntriesByType('resource').length") == 0  # nothing fetched
+        assert console_errors(driver) == []
     finally:
         driver.quit()
+
+
+PLACES = ("return Array.from(document.querySelectorAll('#graph .element'))"
+          ".map(g => g.dataset.id + ' ' + g.getAttribute('transform'))")
+
+
+def element(driver, node_id: str):
+    return driver.find_element("css selector", f'#graph .element[data-id="{node_id}"]')
+
+
+def grad_of(driver, node_id: str) -> str:
+    """The text of a node's gradient row as drawn now."""
+    return element(driver, node_id).find_element("css selector", "text.r.grad").text

@@ -11,6 +11,7 @@ from ..errors import BacktraceError, FormulaSyntaxError
 # name -> "module:attribute"; adding a command is one line here plus its module.
 COMMANDS = {
     "descend": "backtrace.cli.descend_cmd:descend",
+    "diff": "backtrace.cli.diff_cmd:diff",
     "explain": "backtrace.cli.explain:explain",
     "ops": "backtrace.cli.ops:ops",
     "render": "backtrace.cli.render_cmd:render",

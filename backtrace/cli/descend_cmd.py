@@ -7,7 +7,7 @@ import click
 
 from ..errors import UsageError
 from ..training.optimizers import OPTIMIZERS, SCHEDULES
-from .options import parse_values
+from .options import file_option, parse_values, read_formula, seed_option
 
 _EPILOG = (
     "\b\nEvery input given a start value is optimized; --fix NAME keeps it constant, --fix NAME=V\n"
@@ -21,6 +21,10 @@ _EPILOG = (
     '  backtrace descend "L=x**4 - 3*x**2 + x" --x 0 --lr 0.01 --starts -2,0,3 --plot minima.svg\n'
     '  backtrace descend "L=(x-1)**2 + 10*(y+x)**2" --x -2 --y 2 --compare sgd,adam --plot path.png\n'
     '  backtrace descend "L=(w*x-y)**2" --w 0 --fix x=2 --fix y=6\n'
+    '  backtrace descend "L = mean((x @ W + b - t)**2)" --x "[[1, 2], [3, 4], [5, 6]]" \\\n'
+    '      --t "[[1, 0], [0, 1], [1, 1]]" --W "randn(2, 2)" --b "randn(2)" --fix x --fix t --lr 0.01\n'
+    "\b\nTensors (--W \"[[1, 2], [3, 4]]\", \"randn(2, 2)\") are optimized element by element, each\n"
+    "element a row of the step table (W[0,1]); a tensor of more than 6 elements is summarised.\n"
     "\b\nVerdicts: converged (the loss flattened out), too slow (still falling), diverged (the loss\n"
     "rose above its start or overflowed; the step where that happened is named)."
 )
@@ -38,8 +42,10 @@ def _numbers(text: str, what: str) -> list[float]:
 
 @click.command(epilog=_EPILOG,
                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("formula")
+@click.argument("formula", required=False)
 @click.argument("values", nargs=-1, type=click.UNPROCESSED)
+@file_option
+@seed_option
 @click.option("--lr", type=float, default=0.1, show_default=True, help="Learning rate α.")
 @click.option("--steps", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
               help="Number of updates.")
@@ -53,7 +59,8 @@ def _numbers(text: str, what: str) -> list[float]:
 @click.option("--starts", metavar="X,X,...",
               help="Run once per start value of the (single) optimized variable: local minima.")
 @click.option("--plot", metavar="FILE", help="Also draw a chart into FILE (.svg or .png).")
-def descend(formula: str, values: tuple[str, ...], lr: float, steps: int, optimizer: str,
+def descend(formula: str | None, values: tuple[str, ...], formula_file: str | None, seed: int,
+            lr: float, steps: int, optimizer: str,
             schedule: str | None, fixes: tuple[str, ...], compare_lr: str | None,
             compare: str | None, starts: str | None, plot: str | None) -> None:
     """Run gradient descent on FORMULA, W = W - α·∂L/∂W, and show every update.
@@ -65,7 +72,8 @@ def descend(formula: str, values: tuple[str, ...], lr: float, steps: int, optimi
     from ..training.views import print_comparison, print_descent
     from ..render.console import console, is_terminal
 
-    start, fixed = _inputs(values, fixes)
+    formula, values = read_formula(formula, formula_file, values)
+    start, fixed = _inputs(values, fixes, seed)
     if plot:
         from ..training.plots import check_suffix
         check_suffix(plot)
@@ -85,14 +93,14 @@ def descend(formula: str, values: tuple[str, ...], lr: float, steps: int, optimi
         out.print(f"chart written to {plot}")
 
 
-def _inputs(values: tuple[str, ...], fixes: tuple[str, ...]) -> tuple[dict, dict]:
+def _inputs(values: tuple[str, ...], fixes: tuple[str, ...], seed: int = 0) -> tuple[dict, dict]:
     """(start values of the optimized inputs, values of the fixed ones) from --NAME V and --fix."""
-    start = parse_values(values)
+    start = parse_values(values, seed)
     fixed = {}
     for item in fixes:
         name, _, text = item.partition("=")
         if text:
-            fixed[name] = parse_values((f"{name}={text}",))[name]
+            fixed[name] = parse_values((f"{name}={text}",), seed + 1)[name]
         elif name in start:
             fixed[name] = start.pop(name)
         else:

@@ -2,34 +2,44 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 
 import click
 
 from ..crosscheck import CHECKS, ENGINES
 from ..ops import CONSTANTS, FUNCTIONS, INFIX_OPS
 from ..parser import Limits
-from .options import (dot_option, format_option, output_option, parse_values, print_view,
-                      steps_option, write_outputs)
+from .options import (dot_option, file_option, format_option, output_option, parse_values,
+                      print_view, read_formula, seed_option, steps_option, write_outputs)
 
 _LANGUAGE = (
     "\b\nFormula language:\n"
     "  statements:  name = expression, separated by ';' or new lines; the last is the output\n"
     f"  operators:   {' '.join(INFIX_OPS)} and unary -, parentheses; ** is right-associative\n"
-    f"  functions:   {' '.join(sorted(FUNCTIONS))}\n"
-    f"  constants:   {' '.join(CONSTANTS)}\n"
+    + "".join(f"  {head:12} {line}\n" for head, line in zip(
+        ("functions:", ""), textwrap.wrap(" ".join(sorted(FUNCTIONS)), 64)))
+    + f"  constants:   {' '.join(CONSTANTS)} (a name you assign hides one: e = c - d)\n"
     "  every other name is an input: give it a value as --x -2, --x=-2 or x=-2\n"
+    "  tensors: --x \"[1.4, 2.7, 1.9]\", --W \"[[1, 2], [3, 4]]\", --W \"randn(3, 4)\" (--seed);\n"
+    "           a @ b, broadcasting + - * / **, sum(a) and mean(a), or along an axis: mean(a, 0)\n"
     "\b\nExamples:\n"
     '  backtrace explain "f=(x+y)*z" --x -2 --y 5 --z -4\n'
     '  backtrace explain "q = x + y; f = q * z" x=-2 y=5 z=-4 --format markdown\n'
     '  backtrace explain "1/(1+exp(-(w0*x0+w1*x1+w2)))" --w0 2 --x0 -1 --w1 -3 --x1 -2 --w2 -3\n'
-    "\b\nA variable named like an option (format, step, ...) takes the name=value form."
+    '  backtrace explain "h = relu(x @ W1 + b1); L = cross_entropy(h @ W2 + b2, y)" \\\n'
+    '      --x "[1.4, 2.7, 1.9]" --W1 "randn(3, 4)" --b1 "zeros(4)" --W2 "randn(4, 3)" \\\n'
+    '      --b2 "zeros(3)" --y 0\n'
+    '  backtrace explain -f network.txt x=[1,2] ...   (the formula from a file; -f - reads stdin)\n'
+    "\b\nA variable named like an option (format, step, seed, ...) takes the name=value form."
 )
 
 
 @click.command(epilog=_LANGUAGE,
                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("formula")
+@click.argument("formula", required=False)
 @click.argument("values", nargs=-1, type=click.UNPROCESSED)
+@file_option
+@seed_option
 @format_option
 @click.option("--step", is_flag=True,
               help="Reveal the backward pass one step at a time (Enter: next). Ignored when "
@@ -44,9 +54,9 @@ _LANGUAGE = (
                    "PyTorch autograd in float64; both: run both and compare them node by node.")
 @click.option("--check", type=click.Choice(CHECKS), default=None,
               help="numeric: also check every gradient against central finite differences.")
-def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
-            outputs: tuple[str, ...], steps_dir: str | None, dot: str | None, max_nodes: int,
-            engine: str = "both", check: str | None = None) -> None:
+def explain(formula: str | None, values: tuple[str, ...], formula_file: str | None, seed: int,
+            fmt: str | None, step: bool, outputs: tuple[str, ...], steps_dir: str | None,
+            dot: str | None, max_nodes: int, engine: str = "both", check: str | None = None) -> None:
     """Run FORMULA forward and backward and show every number of the chain rule.
 
     Prints the forward values, then each backward step in the order autograd runs it
@@ -55,7 +65,9 @@ def explain(formula: str, values: tuple[str, ...], fmt: str | None, step: bool,
     from ..crosscheck import crosscheck
     from ..render.console import console, is_terminal
 
-    result = crosscheck(formula, parse_values(values), engine, check, Limits(max_nodes=max_nodes))
+    formula, values = read_formula(formula, formula_file, values)
+    result = crosscheck(formula, parse_values(values, seed), engine, check,
+                        Limits(max_nodes=max_nodes))
     write_outputs(result.trace, outputs, steps_dir, dot=dot)
     fmt = fmt or ("table" if is_terminal() else "plain")
     if step and sys.stdin.isatty() and fmt in ("table", "plain"):

@@ -1,16 +1,25 @@
-"""What several commands parse the same way: input values, output files and formats, drawing flags."""
+"""What several commands parse the same way: the formula, input values, output files and formats,
+drawing flags."""
 from __future__ import annotations
 
 import math
+import random
+import sys
 
 import click
 
-from ..errors import MissingValueError, UsageError
+from ..errors import BacktraceError, MissingValueError, UsageError
+
+TENSOR_HINT = 'or a tensor: "[1.4, 2.7, 1.9]", "[[1, 2], [3, 4]]", "randn(3, 4)"'
 
 
-def parse_values(tokens: tuple[str, ...]) -> dict[str, float]:
-    """'--x -2', '--x=-2' and 'x=-2' -> {'x': -2.0}."""
-    values: dict[str, float] = {}
+def parse_values(tokens: tuple[str, ...], seed: int = 0) -> dict[str, float | list]:
+    """'--x -2', '--x=-2' and 'x=-2' -> {'x': -2.0}; '--x "[1.4, 2.7]"' -> {'x': [1.4, 2.7]};
+    randn(3, 4) draws from one generator seeded by `seed`, in the order the values are given."""
+    from ..literals import MAKERS, parse_literal
+
+    rng = random.Random(seed)
+    values: dict[str, float | list] = {}
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -31,12 +40,52 @@ def parse_values(tokens: tuple[str, ...]) -> dict[str, float]:
         try:
             number = float(text)
         except ValueError:
-            raise MissingValueError(f"value of {name} must be a number, got {text!r}") from None
+            head = text.strip().split("(")[0].strip()
+            if not (text.strip().startswith("[") or head in MAKERS):
+                raise MissingValueError(f"value of {name} must be a number, got {text!r}"[:120]
+                                        + f" ({TENSOR_HINT})") from None
+            values[name] = parse_literal(text, name, rng)  # parsed as data, never evaluated
+            i += 1
+            continue
         if not math.isfinite(number):
             raise MissingValueError(f"value of {name} must be finite, got {text!r}")
         values[name] = number
         i += 1
     return values
+
+
+def seed_option(f):
+    """--seed N: the generator behind randn(...) values."""
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of the random numbers of randn(...) values.")(f)
+
+
+def file_option(f):
+    """-f FILE / -f -: the formula from a file or standard input."""
+    return click.option("-f", "--file", "formula_file", metavar="FILE", default=None,
+                        help="Read the formula from FILE ('-': standard input) instead of the "
+                             "command line.")(f)
+
+
+def read_formula(formula: str | None, formula_file: str | None,
+                 values: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The formula text and the value tokens: with -f, what stood in FORMULA's place is a value."""
+    if formula_file is None:
+        if formula is None:
+            raise UsageError("give a FORMULA, or -f FILE to read it from a file")
+        return formula, values
+    if formula is not None:
+        values = (formula, *values)
+    try:
+        if formula_file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(formula_file, encoding="utf-8") as fh:
+                text = fh.read(10_000_001)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BacktraceError(f"cannot read the formula from {formula_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    return text, values
 
 
 # ---------------------------------------------------------------- output options, from the registry

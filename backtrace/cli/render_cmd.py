@@ -1,4 +1,4 @@
-"""`backtrace render`: draw a saved trace as SVG, PNG, PDF, DOT or a replay page."""
+"""`backtrace render`: draw a saved trace as SVG, PNG, PDF, DOT or the interactive HTML explorer."""
 from __future__ import annotations
 
 import click
@@ -10,7 +10,8 @@ _HELP = (
     "\b\nExamples:\n"
     '  backtrace explain "f=(x+y)*z" --x -2 --y 5 --z -4 -o trace.json\n'
     "  backtrace render trace.json -o graph.svg -o graph.png\n"
-    "  backtrace render trace.json -o replay.html --steps steps/\n"
+    "  backtrace render trace.json -o page.html    # explore: fold, search, inspect, replay\n"
+    "  backtrace render trace.json --steps steps/  # one SVG per backward step\n"
     "  backtrace render model.json -o model.svg --depth 2 --hide accumulate,constants\n"
     "\b\nThe layout engine is the embedded graphviz-pure; --dot PATH or BACKTRACE_DOT=PATH picks a\n"
     "system Graphviz instead. PDF uses a system dot when there is one, else CairoSVG."

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..values import format_number
 from ..ops import OPS
 from ..traces import Edge, Trace, TraceNode
-from ..values import describe, norm, shape_of
+from ..values import describe, nested_text, norm, numbers, shape_of
 
 if TYPE_CHECKING:
     import graphviz
@@ -30,6 +30,8 @@ KIND_FILL = {"input": "#dbeafe", "const": "#f1f1f1", "op": "#ffffff", "output": 
 KIND_SHAPE = {"input": "box", "const": "box", "op": "box", "output": "box", "module": "box3d"}
 KIND_STYLE = {"input": "rounded,filled", "const": "rounded,filled,dashed", "op": "filled",
               "output": "filled,bold", "module": "filled"}
+LISTED = 8  # a formula's tensors of up to this many elements show their numbers
+
 # ColorBrewer YlOrRd: pale for vanishing gradients, deep red for exploding ones.
 NORM_PALETTE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c",
                 "#bd0026", "#800026")
@@ -91,7 +93,7 @@ def grad_cell(node: TraceNode, contributions: Sequence[Any] | None = None,
         if not parts:
             return GradCell("pending", pending=True)
         return GradCell(" + ".join(f"({describe(p)})" for p in parts) + " + …", pending=True)
-    text = describe(node.grad)
+    text = value_text(node.grad)
     if len(parts) > 1 and all(isinstance(p, (int, float)) for p in parts):
         text = " + ".join(f"({describe(p)})" for p in parts) + f" = {text}"
     return GradCell(text)
@@ -112,12 +114,19 @@ def node_label(node: TraceNode, grad: GradCell | None, ink: str | None = None) -
     elif node.kind == "op" and node.expr and node.op in OPS and node.expr != node.id:
         rows.append(f'<TR><TD COLSPAN="2"><FONT POINT-SIZE="10">{html.escape(node.expr)}</FONT></TD></TR>')
     if node.value is not None:
-        rows.append(_row("value", describe(node.value)))
+        rows.append(_row("value", value_text(node.value)))
     if grad is not None:
         colour = PENDING_COLOUR if grad.pending else ink or GRAD_COLOUR
         rows.append(_row("grad", grad.text, colour))
     return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="2">'
             + "".join(rows) + "</TABLE>>")
+
+
+def value_text(v: Any) -> str:
+    """A node's value or gradient: a formula's small tensors with their numbers (4 digits)."""
+    if isinstance(v, list) and len(numbers(v) or ()) <= LISTED:
+        return nested_text(v, 4)
+    return describe(v)
 
 
 def _row(name: str, text: str, colour: str | None = None) -> str:
@@ -169,10 +178,10 @@ def edge_label(value: Any, edge: Edge | None, upstream: Any, mode: str, tensors:
             back = edge.note or "no gradient"
             colour = PENDING_COLOUR
         elif edge.local is not None and isinstance(edge.local, (int, float)):
-            back = f"{describe(upstream)} × {describe(edge.local)} = {describe(edge.contribution)}"
+            back = f"{describe(upstream)} × {describe(edge.local)} = {value_text(edge.contribution)}"
             colour = GRAD_COLOUR if shown else PENDING_COLOUR
         else:
-            back = f"∂ {describe(edge.contribution)}"
+            back = f"∂ {value_text(edge.contribution)}"
             colour = GRAD_COLOUR if shown else PENDING_COLOUR
         if not shown:
             back = "pending"
@@ -285,7 +294,7 @@ def to_graphviz(trace: Trace, mode: str = "backward", *, step: int | None = None
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if folding:
         trace = fold_if_needed(trace, depth, tuple(hide), budget)
-    colour = colour or ("kind" if trace.scalar else "grad")
+    colour = colour or ("kind" if trace.formula_values else "grad")
     scale = norm_scale(trace) if colour == "grad" and mode == "backward" else None
     state = frame(trace, step) if step is not None else None
     into = consumer_edges(trace)
@@ -332,7 +341,9 @@ def _caption(g, trace: Trace, state: Frame | None, mode: str, scale, legend: boo
     notes = list(trace.meta.get("fold", {}).get("notes", ()))
     if state is not None:
         notes.insert(0, replay_caption(trace, state))
-    title = str(trace.meta.get("formula") or trace.meta.get("model") or "")
+    title = "; ".join(line.strip() for line in str(trace.meta.get("formula") or
+                                                   trace.meta.get("model") or "").splitlines()
+                      if line.strip())
     if legend:  # the graph's own label, under the picture, so it never pushes the graph aside
         g.attr(label=legend_label(mode, scale, notes, title), labelloc="b", labeljust="l")
     elif title:

@@ -124,8 +124,9 @@ def export_all(trace: Trace, paths: Sequence[str | os.PathLike], steps: str | os
 
 
 def _explain_or_torch(trace: Trace, style: str, opts: Options) -> Any:
-    """The tables of a trace: the chain-rule view for formulas, the per-node view for models."""
-    if trace.scalar:
+    """The tables of a trace: the chain-rule view for formulas (numbers, or tensors as nested
+    lists), the per-node view for models."""
+    if trace.formula_values:
         from .terminal import ExplainView
         return ExplainView(trace, style)
     from .torch_table import TorchTraceView
@@ -175,8 +176,8 @@ register("pdf", "the graph as a PDF (a system Graphviz or CairoSVG)", suffixes=(
          drawn=True)(_picture("pdf"))
 
 
-@register("html", "one self-contained page replaying the backward pass step by step",
-          suffixes=("html", "htm"), drawn=True)
-def _html(drawn: Trace, opts: Options) -> str:
-    from .replay import replay_page
-    return replay_page(drawn, opts)
+@register("html", "one self-contained page to explore the graph: fold and unfold modules, search, "
+          "inspect each node and edge, replay the backward pass", suffixes=("html", "htm"))
+def _html(trace: Trace, opts: Options) -> str:
+    from .explorer import explorer_html  # the page folds the trace itself, in the browser
+    return explorer_html(trace, opts)

@@ -1,10 +1,9 @@
 """Backward replay: one picture per backward step (active node highlighted, gradients filled in as they
-are computed, pending ones greyed), as SVG files or one self-contained HTML page with buttons and keys."""
+are computed, pending ones greyed), as SVG files (--steps); the HTML replay is a mode of the explorer
+page, laid out once in the browser."""
 from __future__ import annotations
 
-import html
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from .layout import run_dot
 from .options import Options
 
 MAX_STEPS = 500  # a replay is for reading step by step; past this, fold or use --hide
-_PROLOG = re.compile(rb"^\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?(<!--.*?-->\s*)*", re.S)
 
 
 def frames(trace: Trace, opts: Options | None = None) -> list[bytes]:
@@ -55,77 +53,9 @@ def write_prepared_steps(drawn: Trace, directory: str | os.PathLike, opts: Optio
     return paths
 
 
-def inline_svg(svg: bytes) -> str:
-    """An SVG document as an element to embed in HTML: the XML prolog and doctype removed."""
-    return _PROLOG.sub(b"", svg, count=1).decode()
-
-
-_STYLE = """
-body { font-family: Helvetica, Arial, sans-serif; margin: 1em; }
-header { position: sticky; top: 0; background: #fff; padding: .4em 0; border-bottom: 1px solid #ddd; }
-button { font-size: 1em; margin-right: .3em; }
-#counter { margin: 0 .8em; font-weight: bold; }
-.frame svg { max-width: 100%; height: auto; }
-.frame[hidden] { display: none; }
-"""
-
-_SCRIPT = """
-(function () {
-  var frames = document.querySelectorAll(".frame");
-  var counter = document.getElementById("counter");
-  var caption = document.getElementById("caption");
-  var current = 0;
-  function show(k) {
-    current = Math.max(0, Math.min(frames.length - 1, k));
-    for (var i = 0; i < frames.length; i++) { frames[i].hidden = i !== current; }
-    counter.textContent = "step " + current + " of " + (frames.length - 1);
-    caption.textContent = frames[current].getAttribute("data-caption");
-    document.getElementById("prev").disabled = current === 0;
-    document.getElementById("first").disabled = current === 0;
-    document.getElementById("next").disabled = current === frames.length - 1;
-    document.getElementById("last").disabled = current === frames.length - 1;
-  }
-  document.getElementById("first").onclick = function () { show(0); };
-  document.getElementById("prev").onclick = function () { show(current - 1); };
-  document.getElementById("next").onclick = function () { show(current + 1); };
-  document.getElementById("last").onclick = function () { show(frames.length - 1); };
-  document.addEventListener("keydown", function (e) {
-    if (e.key === "ArrowRight" || e.key === "ArrowDown" || e.key === " ") { show(current + 1); }
-    else if (e.key === "ArrowLeft" || e.key === "ArrowUp") { show(current - 1); }
-    else if (e.key === "Home") { show(0); }
-    else if (e.key === "End") { show(frames.length - 1); }
-    else { return; }
-    e.preventDefault();
-  });
-  show(0);
-})();
-"""
-
-
 def replay_html(trace: Trace, opts: Options | None = None) -> str:
-    """One HTML file, no network and no external scripts, stepping through the backward pass."""
-    o = opts or Options()
-    return replay_page(prepare(trace, o), o)
+    """One self-contained HTML page that opens replaying the backward pass: the explorer page
+    (see backtrace.render.explorer) in its replay mode, with buttons and the arrow keys."""
+    from .explorer import explorer_html
 
-
-def replay_page(drawn: Trace, o: Options) -> str:
-    """`replay_html` for an already prepared trace (its meta is the original's)."""
-    from .dot import frame, replay_caption
-
-    svgs = _frames(drawn, o)
-    title = str(drawn.meta.get("formula") or drawn.meta.get("model") or drawn.output)
-    sections = []
-    for k, svg in enumerate(svgs):
-        caption = html.escape(replay_caption(drawn, frame(drawn, k)), quote=True)
-        sections.append(f'<section class="frame" data-step="{k}" data-caption="{caption}"'
-                        f'{" hidden" if k else ""}>\n{inline_svg(svg)}\n</section>')
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>backtrace replay: {html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
-            f"<body>\n<header>\n"
-            '<button id="first" title="Home">⏮ first</button>'
-            '<button id="prev" title="left arrow">◀ previous</button>'
-            f'<span id="counter">step 0 of {len(svgs) - 1}</span>'
-            '<button id="next" title="right arrow">next ▶</button>'
-            '<button id="last" title="End">last ⏭</button>\n'
-            f'<p id="caption"></p>\n</header>\n<main>\n' + "\n".join(sections)
-            + f"\n</main>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
+    return explorer_html(trace, opts, start="replay")

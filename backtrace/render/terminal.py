@@ -24,6 +24,9 @@ class ExplainView:
         self.trace, self.style, self.upto = trace, style, upto
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.trace.scalar:  # a tensor formula: matrices, rules with shapes
+            yield from tensor_sections(self.trace, self.style, self.upto, options.max_width)
+            return
         yield heading("Forward pass: values in topological order", self.style)
         yield forward_table(self.trace, self.style)
         yield heading("Backward pass: upstream × local = contribution, in execution order",
@@ -33,6 +36,19 @@ class ExplainView:
             yield heading(f"Gradients of {self.trace.output} (chain rule along every path)",
                           self.style)
             yield derivation_text(self.trace)
+
+
+def tensor_sections(trace: Trace, style: str, upto: int | None, width: int) -> RenderResult:
+    """The explain view of a tensor formula, fitted to `width` columns."""
+    from . import tensor_view
+
+    yield heading("Forward pass: values in topological order", style)
+    yield tensor_view.forward_table(trace, style, width)
+    yield heading("Backward pass: upstream × local = contribution, in execution order", style)
+    yield tensor_view.backward_table(trace, style, width, upto)
+    if upto is None:
+        yield heading(f"Gradients of {trace.output}: the rule into each input, with shapes", style)
+        yield tensor_view.gradients(trace, style, width)
 
 
 def heading(text: str, style: str) -> Text:

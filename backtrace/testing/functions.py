@@ -14,7 +14,7 @@ from .graphs import parameters
 from .text import show, table
 
 if TYPE_CHECKING:
-    from ..torchcalls import Call
+    from .calls import RecordedCall
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,12 @@ class FunctionCheck:
     """What `check_function` compared: one row per (node, input slot), in backward order."""
 
     rows: list[SlotCheck] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # nodes no recorded call made: a failure
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        """True when every node was checked and every slot agreed."""
+        return not self.unchecked and all(r.ok for r in self.rows)
 
     def table(self, around: SlotCheck | None = None) -> str:
         """The rows as a plain table; with `around`, only the nodes next to that row."""
@@ -71,27 +73,33 @@ def check_function(fn: Any, *example_inputs: Any, rtol: float = 1e-3, atol: floa
                    eps: float = 1e-6, seed: int = 0, max_elements: int = 256) -> FunctionCheck:
     """Check the backward of every autograd node `fn` creates against finite differences.
 
-    `fn` is a custom `torch.autograd.Function` class, a function of tensors or an `nn.Module`.
-    Each node found in the forward pass is re-run alone in float64 on the same inputs; its
-    backward's vector-Jacobian product for a random upstream gradient is compared with central
-    differences of its forward, input slot by input slot. Raises AssertionError naming the first
-    wrong node in backward order; returns the table of every check otherwise."""
+    `fn` is a custom `torch.autograd.Function` class (or its ``apply``), a function of tensors or
+    an `nn.Module`. Each node found in the forward pass is re-run alone in float64 on the same
+    inputs; its backward's vector-Jacobian product for a random upstream gradient is compared with
+    central differences of its forward, input slot by input slot. Raises AssertionError naming
+    the first wrong node in backward order, or a node that could not be checked; returns the
+    table of every check otherwise."""
     import torch
+
+    from .calls import key, record, unchecked
 
     call, label, params = _callable(fn)
     inputs = [_as_float64_leaf(x) for x in example_inputs]
-    names = {id(t): n for t, n in zip(inputs, params) if isinstance(t, torch.Tensor)}
+    names = {key(t): n for t, n in zip(inputs, _input_names(params, len(inputs)))
+             if isinstance(t, torch.Tensor)}
     if isinstance(call, torch.nn.Module):
-        names.update((id(p), n) for n, p in call.named_parameters())
-    calls = _recorded_calls(call, inputs, label)
+        names.update((key(p), n) for n, p in call.named_parameters())
+    out, calls = record(call, inputs, _func_label)
+    if not any(isinstance(t, torch.Tensor) and t.grad_fn is not None for t in _flat(out)):
+        raise UsageError(f"{label}'s output does not depend on any floating-point input, "
+                         "so there is no backward to check")
     _name_nodes(calls, names)
     numerics = _Numerics(rtol, atol, eps, max_elements, torch.Generator().manual_seed(seed))
-    result = FunctionCheck()
+    result = FunctionCheck(unchecked=[_why_unchecked(n) for n in unchecked(out, calls)])
     for order, c in enumerate(reversed(calls)):
-        result.rows += c.check(order, names, numerics)
-    bad = next((r for r in result.rows if not r.ok), None)
-    if bad is not None:
-        raise AssertionError(_failure(bad, result, rtol, atol))
+        result.rows += _check_call(c, order, names, numerics)
+    if not result.ok:
+        raise AssertionError(_failure(result, rtol, atol))
     return result
 
 
@@ -101,13 +109,14 @@ def _callable(fn: Any) -> tuple[Callable[..., Any], str, list[str]]:
 
     import torch
 
-    if isinstance(fn, type) and issubclass(fn, torch.autograd.Function):
-        params = parameters(fn.forward)[1:]  # drop ctx
-        return fn.apply, f"{fn.__name__}.apply", list(params)
+    from .calls import function_class
+
+    function = function_class(fn)
+    if function is not None:  # the class itself, its apply, or an alias of that
+        return function.apply, f"{function.__name__}.apply", _forward_parameters(function)
     if isinstance(fn, torch.nn.Module):
         module = copy.deepcopy(fn).double()  # finite differences need float64 parameters
-        params = parameters(module.forward)
-        return module, type(fn).__name__, list(params)
+        return module, type(fn).__name__, list(parameters(module.forward))
     if callable(fn):
         try:
             params = list(parameters(fn))
@@ -118,32 +127,43 @@ def _callable(fn: Any) -> tuple[Callable[..., Any], str, list[str]]:
                      f"not {type(fn).__name__}")
 
 
-def _recorded_calls(call: Callable[..., Any], inputs: list[Any], label: str) -> list[_Call]:
-    """The forward's top-level calls that made an autograd node, in the order they ran."""
+def _forward_parameters(function: type) -> list[str]:
+    """The input names of a Function's forward: after ctx for old-style Functions, all of them
+    for setup_context-style ones (forward(x, y) with a separate setup_context)."""
     import torch
 
-    from ..torchcalls import TorchCalls
-
-    seen: list[Call] = []
-    # Ops inside a custom Function's forward are that Function's own business: its backward is
-    # what gets checked, as one node.
-    with TorchCalls(lambda c: None if c.inside else seen.append(c)):
-        out = call(*inputs)
-    if not any(isinstance(t, torch.Tensor) and t.grad_fn is not None for t in _flat(out)):
-        raise UsageError(f"{label}'s output does not depend on any floating-point input, "
-                         "so there is no backward to check")
-    calls = [c for c in map(_Call.of, seen) if c.differentiable()]
-    if not calls:
-        raise UsageError(f"no autograd node of {label} could be re-run on its own")
-    return calls
+    params = list(parameters(function.forward))
+    base = torch.autograd.Function.setup_context
+    own = getattr(function.setup_context, "__func__", function.setup_context)
+    return params if own is not getattr(base, "__func__", base) else params[1:]
 
 
-def _failure(bad: SlotCheck, result: FunctionCheck, rtol: float, atol: float) -> str:
-    """The AssertionError's text: the first wrong node in backward order, its numbers, neighbours."""
+def _input_names(params: list[str], n: int) -> list[str]:
+    """A name for each example input: its parameter's, else its position (``input 2``)."""
+    return [params[i] if i < len(params) else f"input {i}" for i in range(n)]
+
+
+def _why_unchecked(node: Any) -> str:
+    """What to say about a node no recorded call made."""
+    name = type(node).__name__
+    if hasattr(type(node), "_forward_cls"):
+        return (f"{name} (its Function class was created after check_function began recording, "
+                "e.g. inside the checked function: define it at module level)")
+    return f"{name} (made by code the recorder does not see)"
+
+
+def _failure(result: FunctionCheck, rtol: float, atol: float) -> str:
+    """The AssertionError's text: the first wrong node in backward order, its numbers, neighbours;
+    or the nodes that could not be checked."""
+    bad = next((r for r in result.rows if not r.ok), None)
+    missed = ("; not checked: " if bad else "") + ", ".join(result.unchecked)
+    if bad is None:
+        return (f"cannot check {', '.join(result.unchecked)}: no call the recorder saw made it, so "
+                "its backward was not compared with anything\n" + result.table())
     what = f"its backward raised {bad.error}" if bad.error else _worst_numbers(bad)
     return (f"backward of {bad.node} ({bad.call}) is wrong at input slot {bad.slot} ({bad.input}): "
-            f"{what}; first wrong node in backward order (rtol={rtol:g}, atol={atol:g})\n"
-            + result.table(around=bad))
+            f"{what}; first wrong node in backward order (rtol={rtol:g}, atol={atol:g})"
+            f"{missed if result.unchecked else ''}\n" + result.table(around=bad))
 
 
 def _worst_numbers(bad: SlotCheck) -> str:
@@ -167,135 +187,84 @@ def _as_float64_leaf(x: Any) -> Any:
 
 
 def _flat(x: Any) -> list[Any]:
-    if isinstance(x, (list, tuple)):
-        return [y for item in x for y in _flat(item)]
-    if isinstance(x, dict):
-        return [y for item in x.values() for y in _flat(item)]
-    return [x]
+    from .calls import flat
+    return flat(x)
 
 
-def _is_diff(t: Any) -> bool:
+def _tensor_name(names: dict, k: Any, node: Any, t: Any) -> str:
+    """A tensor's name in messages: given, or made by a call, else its node's type or its shape."""
+    from ..values import shape_text
+
+    if k in names:
+        return names[k]
+    if node is not None:
+        return type(node).__name__
+    return f"tensor {shape_text(tuple(t.shape))}"
+
+
+def _call_text(c: RecordedCall, names: dict) -> str:
+    """The call as a message shows it, tensors by name: ``MyMul.apply(x, y)``."""
+    from .calls import key
+
+    by_slot = {slot: (k, n) for (slot, _), k, n in zip(c.slots(), c.in_keys, c.in_nodes)}
+    parts = []
+    for i, a in enumerate(c.args):
+        if i in by_slot:
+            parts.append(_tensor_name(names, *by_slot[i], a))
+        elif hasattr(a, "shape"):
+            parts.append(_tensor_name(names, key(a), getattr(a, "grad_fn", None), a))
+        else:
+            parts.append(repr(a))
+    return f"{c.label}({', '.join(parts)})"
+
+
+def _check_call(c: RecordedCall, order: int, names: dict, num: _Numerics) -> list[SlotCheck]:
+    """One row per differentiable input slot: this node's backward against differences."""
     import torch
-    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad
+
+    slots = c.slots()
+    fresh = {slot: t.detach().clone().requires_grad_(True) for slot, t in slots}
+    text = _call_text(c, names)
+    with torch.enable_grad():
+        outs = [o for o in c.rerun(fresh) if o.requires_grad]
+    ups = [torch.randn(o.shape, generator=num.generator, dtype=torch.float64).to(o.device)
+           for o in outs]
+    # A random upstream gradient, so a backward that forgets to multiply by it is caught too.
+    upstream = show(ups[0]) if len(ups) == 1 and ups[0].numel() == 1 else "random"
+    inputs = [_tensor_name(names, k, n, t) for (_, t), k, n in zip(slots, c.in_keys, c.in_nodes)]
+
+    def row(slot: int | str, name: str, *found: Any, error: str = "") -> SlotCheck:
+        return SlotCheck(order, c.node, text, slot, name, *found, error, upstream)
+
+    try:
+        analytic = torch.autograd.grad(outs, list(fresh.values()), ups, allow_unused=True)
+    except Exception as exc:  # a user's backward may raise anything; report where
+        return [row(slot, name, None, None, math.inf, None, False,
+                    error=f"{type(exc).__name__}: {exc}") for (slot, _), name in zip(slots, inputs)]
+    projected = functools.partial(_projected, c, ups)
+    return [row(slot, name, *_compare(functools.partial(projected, slot), leaf, g, num))
+            for (slot, _), name, leaf, g in zip(slots, inputs, fresh.values(), analytic)]
 
 
-def _first_node(out: Any) -> Any:
-    """The autograd node of the first differentiable tensor in a call's output, or None."""
-    return next((t.grad_fn for t in _flat(out) if _is_diff(t) and t.grad_fn is not None), None)
+def _compare(projected: Callable[[Any], float], leaf: Any, g: Any,
+             num: _Numerics) -> tuple[Any, Any, float, tuple[int, ...] | None, bool]:
+    """(backward, numeric, max |Δ|, worst element, ok) for one slot."""
+    import torch
+
+    g = torch.zeros_like(leaf) if g is None else g.detach()
+    base = leaf.detach().contiguous()  # a transposed input (x.T) is differenced element by element
+    if base.numel() <= num.max_elements:
+        return _elementwise(projected, base, g, num)
+    return _directional(projected, base, g, num)
 
 
-def _applied_function(call: Call) -> type:
-    """The custom Function class that was applied.
+def _projected(c: RecordedCall, ups: list[Any], slot: int | str, x: Any) -> float:
+    """⟨upstream, outputs⟩ with the slot's tensor replaced by x: what differences are taken of."""
+    import torch
 
-    The recorder names the class that defines ``forward``, which for a subclass that inherits it
-    (``SwappedMul(MyMul)``) is the parent; the output's node, set once apply has returned, knows
-    the class applied (unless the forward handed back a tensor it did not make)."""
-    applied = getattr(type(_first_node(call.out)), "_forward_cls", None)
-    if isinstance(applied, type) and issubclass(applied, call.func):
-        return applied
-    return call.func
-
-
-@dataclass
-class _Call:
-    """One recorded forward call: a torch function or a custom Function's apply."""
-
-    func: Callable[..., Any]  # what re-runs it: the torch function, or the Function's apply
-    label: str
-    args: tuple
-    kwargs: dict
-    out: Any
-    node: str = ""
-
-    @classmethod
-    def of(cls, call: Call) -> _Call:
-        """A call as the recorder reported it, once the forward has returned."""
-        if not call.custom:
-            return cls(call.func, _func_label(call.func), call.args, call.kwargs, call.out)
-        function = _applied_function(call)
-        return cls(function.apply, f"{function.__name__}.apply", call.args, call.kwargs, call.out)
-
-    def slots(self) -> list[tuple[int | str, Any]]:
-        """(slot, tensor) for each differentiable tensor argument, nested lists flattened."""
-        found: list[tuple[int | str, Any]] = []
-        for i, a in enumerate(self.args):
-            if isinstance(a, (list, tuple)):
-                found += [(f"{i}[{j}]", t) for j, t in enumerate(a) if _is_diff(t)]
-            elif _is_diff(a):
-                found.append((i, a))
-        found += [(k, v) for k, v in self.kwargs.items() if _is_diff(v)]
-        return found
-
-    def differentiable(self) -> bool:
-        name = getattr(self.func, "__name__", "")
-        in_place = name.endswith("_") and not name.startswith("__") or \
-            name.startswith("__i") and name not in ("__index__", "__invert__")
-        return not in_place and name not in ("__setitem__", "__get__") and bool(self.slots()) \
-            and _first_node(self.out) is not None
-
-    def text(self, names: dict[int, str]) -> str:
-        """The call as a message shows it, tensors by name: ``MyMul.apply(x, y)``."""
-        args = ", ".join(names.get(id(a), "…") if hasattr(a, "shape") else repr(a)
-                         for a in self.args)
-        return f"{self.label}({args})"
-
-    def _rerun(self, replace: dict[int | str, Any]) -> list[Any]:
-        """The call again with some slots' tensors replaced (by slot, so x*x has two); its
-        floating-point outputs."""
-        args = []
-        for i, a in enumerate(self.args):
-            if isinstance(a, (list, tuple)):
-                a = type(a)(replace.get(f"{i}[{j}]", x) for j, x in enumerate(a))
-            args.append(replace.get(i, a))
-        kwargs = {k: replace.get(k, v) for k, v in self.kwargs.items()}
-        out = self.func(*args, **kwargs)
-        return [t for t in _flat(out) if hasattr(t, "is_floating_point") and t.is_floating_point()]
-
-    def check(self, order: int, names: dict[int, str], num: _Numerics) -> list[SlotCheck]:
-        """One row per differentiable input slot: this node's backward against differences."""
-        import torch
-
-        slots = self.slots()
-        fresh = {slot: t.detach().clone().requires_grad_(True) for slot, t in slots}
-        call = self.text(names)
-        with torch.enable_grad():
-            outs = [o for o in self._rerun(fresh) if o.requires_grad]
-        ups = [torch.randn(o.shape, generator=num.generator, dtype=torch.float64).to(o.device)
-               for o in outs]
-        # A random upstream gradient, so a backward that forgets to multiply by it is caught too.
-        upstream = show(ups[0]) if len(ups) == 1 and ups[0].numel() == 1 else "random"
-
-        def row(slot: int | str, t: Any, *found: Any, error: str = "") -> SlotCheck:
-            return SlotCheck(order, self.node, call, slot, names.get(id(t), "?"), *found, error,
-                             upstream)
-
-        try:
-            analytic = torch.autograd.grad(outs, list(fresh.values()), ups, allow_unused=True)
-        except Exception as exc:  # a user's backward may raise anything; report where
-            return [row(slot, t, None, None, math.inf, None, False,
-                        error=f"{type(exc).__name__}: {exc}") for slot, t in slots]
-        return [row(slot, t, *self._compare(slot, leaf, g, ups, num))
-                for (slot, t), leaf, g in zip(slots, fresh.values(), analytic)]
-
-    def _compare(self, slot: int | str, leaf: Any, g: Any, ups: list[Any],
-                 num: _Numerics) -> tuple[Any, Any, float, tuple[int, ...] | None, bool]:
-        """(backward, numeric, max |Δ|, worst element, ok) for one slot."""
-        import torch
-
-        g = torch.zeros_like(leaf) if g is None else g.detach()
-        base = leaf.detach()
-        projected = functools.partial(self._projected, ups, slot)
-        if base.numel() <= num.max_elements:
-            return _elementwise(projected, base, g, num)
-        return _directional(projected, base, g, num)
-
-    def _projected(self, ups: list[Any], slot: int | str, x: Any) -> float:
-        """⟨upstream, outputs⟩ with the slot's tensor replaced by x: what differences are taken of."""
-        import torch
-
-        with torch.no_grad():
-            got = self._rerun({slot: x})
-        return float(sum((u * o.to(torch.float64)).sum() for u, o in zip(ups, got)))
+    with torch.no_grad():
+        got = c.rerun({slot: x})
+    return float(sum((u * o.to(torch.float64)).sum() for u, o in zip(ups, got)))
 
 
 def _elementwise(projected: Callable[[Any], float], base: Any, g: Any,
@@ -313,7 +282,7 @@ def _elementwise(projected: Callable[[Any], float], base: Any, g: Any,
     ok = close(g, numeric, num.rtol, num.atol)
     where = None
     if base.dim() and diff.numel():
-        worst = torch.tensor(int(diff.view(-1).argmax()))
+        worst = torch.tensor(int(diff.reshape(-1).argmax()))
         where = tuple(int(k) for k in torch.unravel_index(worst, base.shape))
     return g, numeric, float(diff.max()) if diff.numel() else 0.0, where, ok
 
@@ -333,25 +302,32 @@ def _directional(projected: Callable[[Any], float], base: Any, g: Any,
                                                                    num.atol)
 
 
-def _name_nodes(calls: list[_Call], names: dict[int, str]) -> None:
+def _name_nodes(calls: list[RecordedCall], names: dict) -> None:
     """Name each call by its autograd node (MulBackward0, MulBackward0.1, ...) and its outputs."""
     seen: dict[str, int] = {}
     for c in calls:
-        base = type(_first_node(c.out)).__name__
+        if c.function is not None:  # torch names a Function's node class after it
+            base = f"{c.function.__name__}Backward"
+        else:
+            base = type(c.out_nodes[0]).__name__
         k = seen.get(base, 0)
         seen[base] = k + 1
         c.node = base if k == 0 else f"{base}.{k}"
-        outs = [t for t in _flat(c.out) if hasattr(t, "shape")]
-        for j, t in enumerate(outs):
-            names.setdefault(id(t), c.node if len(outs) == 1 else f"{c.node}[{j}]")
+        for j, out_key in enumerate(c.out_keys):
+            names.setdefault(out_key, c.node if len(c.out_keys) == 1 else f"{c.node}[{j}]")
 
 
 def _func_label(func: Any) -> str:
+    """How a torch function is written: Tensor.mul, torch.tanh, F.linear, Tensor.T (a property)."""
     name = getattr(func, "__name__", repr(func))
     owner = getattr(func, "__objclass__", None) or getattr(func, "__self__", None)
-    if owner is not None and hasattr(owner, "__name__") and owner.__name__ != "torch":
+    prop = getattr(func, "__self__", None)
+    if name == "__get__" and isinstance(getattr(prop, "__objclass__", None), type):  # x.T
+        owner, name = prop.__objclass__, prop.__name__
+    if owner is not None and hasattr(owner, "__name__") and \
+            owner.__name__ not in ("torch", "torch._C._nn"):
         return f"{owner.__name__.replace('TensorBase', 'Tensor')}.{name}"
     module = getattr(func, "__module__", "") or ""
-    if module.startswith("torch.nn.functional"):
+    if module.startswith(("torch.nn.functional", "torch._C._nn")):
         return f"F.{name}"
     return f"torch.{name}" if module.startswith("torch") else name

@@ -105,11 +105,16 @@ class _Assembly:
     def _op(self, i: int, info: NodeInfo, meta: dict[str, Any]) -> tuple[str, str, Any]:
         """An op node's op, module and value, from its stamp or, unstamped, from its type."""
         stamp = info.stamp
-        if stamp is None:
+        if stamp is None or not stamp.op:  # no call of ours made it: named by its type
             parent = self.infos[info.parent] if info.parent >= 0 else None
-            if parent is not None and parent.stamp is not None:
+            if parent is not None and parent.stamp is not None and parent.stamp.op \
+                    and not info.custom:  # a custom Function's node is no composite's inside
                 meta["within"] = parent.stamp.op
-            return snake(info.torch_type), self._inherited_module(i), None
+            if stamp is None:
+                return snake(info.torch_type), self._inherited_module(i), None
+            if stamp.module_output is not None:
+                meta["module_output"] = stamp.module_output
+            return snake(info.torch_type), stamp.module, None  # stamped with where it was made
         values = [stamp.values.get(k) for k in range(max(stamp.values, default=0) + 1)]
         if stamp.inplace:
             meta["inplace"] = True
@@ -151,7 +156,8 @@ class _Assembly:
                 note = "no gradient: input does not require grad"
                 target = info.const_ids[slot]
             else:
-                note = "" if contribution is not None else "no gradient"
+                note = "" if contribution is not None else \
+                    "not recorded" if rec.unread else "no gradient"  # meta, vmap: it did flow
                 target = self.infos[c].id
             edges.append(Edge(slot, target, _finalize(loc), rule, contribution, note))
         return tuple(edges)

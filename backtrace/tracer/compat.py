@@ -130,3 +130,63 @@ def exit_mode(mode: Any) -> None:
             torch._C._push_on_torch_function_stack(m)
     except AttributeError:  # these names moved: the public exit (pops the top)
         mode.__exit__(None, None, None)
+
+
+def next_sequence_nr() -> int:
+    """The creation number the next autograd node made in this thread gets; -1 when unknown."""
+    try:
+        return int(torch._C._autograd._get_sequence_nr())
+    except (AttributeError, RuntimeError, TypeError):
+        return -1
+
+
+def _functorch() -> Any:
+    try:
+        return torch._C._functorch
+    except AttributeError:
+        return None
+
+
+def readable(t: torch.Tensor) -> tuple[torch.Tensor | None, str]:
+    """The tensor holding t's numbers, or None and why they cannot be read.
+
+    A torch.func.grad (or jvp) wrapper is read through to the tensor it wraps; vmap batches,
+    meta and fake tensors, nested and quantized tensors and subclasses that keep no storage of
+    their own (``__torch_dispatch__`` wrappers) have no numbers to read.
+    """
+    ft = _functorch()
+    try:
+        if ft is not None and ft.is_legacy_batchedtensor(t):
+            return None, "batched by vmap (torch.autograd.functional, vectorize=True)"
+        while ft is not None and ft.is_functorch_wrapped_tensor(t):
+            if ft.is_batchedtensor(t):
+                return None, "batched by torch.func.vmap"
+            if ft.is_functionaltensor(t):
+                return None, "a functionalized tensor"
+            t = ft.get_unwrapped(t)
+        if t.is_meta:
+            return None, "on the meta device (no data)"
+        if t.is_nested or t.is_quantized:
+            return None, "a nested tensor" if t.is_nested else "a quantized tensor"
+        kind = type(t)
+        if kind is not torch.Tensor and kind.__torch_dispatch__ is not torch.Tensor.__torch_dispatch__:
+            return None, f"a {kind.__name__} (a tensor subclass without storage of its own)"
+        return t, ""
+    except (AttributeError, RuntimeError, TypeError, NotImplementedError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+
+
+def plain(t: torch.Tensor) -> bool:
+    """True when t's memory can be read directly (its data pointer means something)."""
+    return t.layout == torch.strided and readable(t)[0] is t
+
+
+def no_transforms():
+    """A context in which torch.func transforms do not wrap what ops return (the tracer's own
+    reads of values inside torch.func.grad must give plain tensors)."""
+    try:
+        return torch._C._DisableFuncTorch()
+    except AttributeError:
+        import contextlib
+
+        return contextlib.nullcontext()

@@ -21,6 +21,16 @@ def jacobians(info: NodeInfo, node: Any, grad_inputs: tuple, grad_outputs: tuple
         reason = "the running node is unknown"
     if reason is None and any(g is None for g in grad_outputs):
         reason = "an output of this node received no gradient"
+    grads = [g for g in (*grad_outputs, *grad_inputs) if g is not None]
+    if reason is None:
+        reason = next((f"the gradients are {why}" for g in grads
+                       if (why := compat.readable(g)[1])), None)
+    if reason is None and any(g.is_complex() for g in grads):
+        # a complex node's backward is linear over the reals only: real basis vectors do not
+        # give a matrix that turns every upstream into the contribution
+        reason = "complex gradients"
+    if reason is None and any(g.layout != torch.strided for g in grads):
+        reason = "sparse gradients"
     if reason is None and rows_total * max(sizes, default=0) > local_max:
         reason = "too large"
     if reason is None:
@@ -36,7 +46,9 @@ def jacobians(info: NodeInfo, node: Any, grad_inputs: tuple, grad_outputs: tuple
         if grad_inputs[slot] is None or any(r is None for r in rows[slot]):
             out.append((None, ""))
         else:
-            out.append((torch.stack(rows[slot]), f"Jacobian {rows_total}×{n}"))
+            with compat.no_transforms():  # inside torch.func.grad: the plain numbers
+                local = torch.stack([compat.readable(r)[0] for r in rows[slot]])
+            out.append((local, f"Jacobian {rows_total}×{n}"))
     return tuple(out)
 
 

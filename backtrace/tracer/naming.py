@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import compat
+from . import compat, holding
 from .nodes import NodeInfo
 
 _INPLACE_DUNDERS = {"add", "sub", "mul", "div", "truediv", "floordiv", "pow", "matmul", "and", "or",
@@ -83,18 +83,29 @@ class _Given:
     def __init__(self, infos: list[NodeInfo]) -> None:
         self.infos = infos
         self.by_node = {id(info.node): i for i, info in enumerate(infos)}
+        # Leaves by their tensor (AccumulateGrad.variable is the very object), not through
+        # get_gradient_edge, which makes a view of the leaf and fails for sparse ones.
+        self.leaves = {id(v): (i, v) for i, info in enumerate(infos)
+                       if info.torch_type == "AccumulateGrad"
+                       and (v := getattr(info.node, "variable", None)) is not None}
         self.names: dict[int, dict[int, str]] = {}  # info index -> output_nr -> name
         self.used: set[str] = set()
+
+    def _node(self, t: torch.Tensor) -> tuple[int | None, int]:
+        """The index of the node that made t in this graph (None if not in it), and t's output."""
+        if t.is_leaf:
+            i, v = self.leaves.get(id(t), (None, None))
+            return (i if v is t else None), 0
+        return self.by_node.get(id(holding.grad_fn(t))), t.output_nr
 
     def note(self, t: Any, name: str, as_id: bool) -> None:
         """Name the node (and output) that made t; with `as_id`, also make it the node's id."""
         if not isinstance(t, torch.Tensor) or not t.requires_grad:
             return
-        edge = torch.autograd.graph.get_gradient_edge(t)
-        i = self.by_node.get(id(edge.node))
+        i, output_nr = self._node(t)
         if i is None:
             return
-        self.names.setdefault(i, {}).setdefault(edge.output_nr, name)
+        self.names.setdefault(i, {}).setdefault(output_nr, name)
         info = self.infos[i]
         if as_id and not info.id and name not in self.used:  # ids stay unique: first name wins
             info.id = name
@@ -117,7 +128,7 @@ def name_nodes(infos: list[NodeInfo], names: Mapping[str, torch.Tensor], params:
     if frame is not None:
         for name, v in compat.frame_tensors(frame):
             if not name.startswith("_"):
-                given.note(v, name, v.grad_fn is None)  # leaves take the variable's name as id
+                given.note(v, name, v.is_leaf)  # leaves take the variable's name as id
     taken = {info.id for info in infos if info.id}
     given.apply()
     _name_earlier_versions(infos)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.autograd.function import BackwardCFunction
 
-from . import compat, distributed, jacobians, naming, stats
+from . import compat, distributed, holding, jacobians, naming, stats
 from .nodes import NodeInfo
 
 
@@ -36,6 +36,7 @@ class BackwardRecording:
         self.sums: dict[int, Any] = {}  # leaf index -> summed contributions (torch.autograd.grad)
         self.sent: dict[tuple[int, int], tuple] = {}  # (consumer, slot) -> (tensor key, record)
         self.failures: list[str] = []  # what the hooks could not record, by node
+        self.unread: str | None = None  # why no value of this call can be read (meta, vmap)
         edges = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
         self.root_ids = self._walk([e.node for e in edges], md_key)
         self.fan_in = self._fan_in(edges)  # how many edges feed each (node, output)
@@ -70,7 +71,8 @@ class BackwardRecording:
                     stack.pop()
                     visiting.discard(node)
                     index[node] = len(infos)
-                    infos.append(NodeInfo(node, type(node).__name__, node.metadata.get(md_key), (),
+                    infos.append(NodeInfo(holding.hold(node), type(node).__name__,  # see holding
+                                          node.metadata.get(md_key), (),
                                           custom=isinstance(node, BackwardCFunction),
                                           shapes=compat.output_metadata(node)))
         self._link(index)
@@ -113,7 +115,13 @@ class BackwardRecording:
     # -- during backward
     def record(self, t: torch.Tensor | None) -> Any:
         """The recorded form of t at this recording's level (None stays None)."""
-        return None if t is None else stats.recorded(t, self.level, self.thread)
+        if t is None:
+            return None
+        value = stats.recorded(t, self.level, self.thread)
+        if value is None and self.unread is None:  # meta, vmap batches: said once per call
+            self.unread = f"values not recorded: the tensors are {compat.readable(t)[1]}"
+            self.failures.append(self.unread)
+        return value
 
     def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
         """The post-hook of node i (grad_inputs: what it sends to its inputs)."""
@@ -169,8 +177,12 @@ class BackwardRecording:
         with torch.no_grad():
             for (c, _), g in zip(info.children, grad_inputs):
                 if c >= 0 and g is not None and self.infos[c].kind == "input":
-                    prev = self.sums.get(c)
-                    self.sums[c] = g.detach().clone() if prev is None else prev + g
+                    g = compat.readable(g)[0]  # torch.func.grad: the plain tensor it wraps
+                    if g is None:
+                        continue
+                    with compat.no_transforms():
+                        prev = self.sums.get(c)
+                        self.sums[c] = g.detach().clone() if prev is None else prev + g
 
     def remove_hooks(self) -> None:
         """Remove every hook of this recording (after the call, also when it raised)."""

@@ -94,7 +94,7 @@ def one_thread(enabled: bool = True):
 
 def key(t: torch.Tensor) -> tuple | None:
     """What identifies a live tensor's contents: its memory, layout and in-place version."""
-    if t.layout != torch.strided:
+    if not compat.plain(t):  # sparse, meta, torch.func wrappers: no memory to compare
         return None
     return (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device, compat.version(t))
 
@@ -129,8 +129,11 @@ def resolve(pending: list[Pending]) -> None:
 def recorded(t: torch.Tensor, level: str, thread: int) -> Any:
     """The recorded form of a tensor: a Pending statistics vector ("stats") or a detached clone
     ("full"); `thread` is the traced thread, the only one whose CPU reductions are narrowed."""
+    t, _ = compat.readable(t)  # a torch.func.grad wrapper is read through; meta: no numbers
+    if t is None:
+        return None
     cpu = t.device.type == "cpu" and threading.get_ident() == thread
-    with torch.no_grad(), one_thread(cpu):
+    with torch.no_grad(), one_thread(cpu), compat.no_transforms():
         if level == "full":
             return t.detach().clone()
         return Pending(stats_vector(t), tuple(t.shape), str(t.dtype).removeprefix("torch."))
@@ -142,8 +145,9 @@ def same_memory(t: torch.Tensor, level: str, others: Any, records: Any) -> Pendi
     Statistics ignore element order, so a transpose or reshape of a recorded tensor reuses its
     record; both tensors are alive here, so equal memory means equal contents.
     """
-    if level != "stats" or not dense(t):
+    if level != "stats" or not compat.plain(t) or not dense(t):
         return None
+    others = [o if o is not None and compat.plain(o) else None for o in others]
     ptr, n, version = t.data_ptr(), t.numel(), compat.version(t)
     for o, rec in zip(others, records):
         if isinstance(rec, Pending) and o is not None and o.data_ptr() == ptr \

@@ -21,7 +21,7 @@ import torch
 from .. import patches
 from ..errors import NothingToTraceError, UsageError
 from ..traces import Trace
-from . import assemble, compat, distributed
+from . import assemble, compat, distributed, holding
 from .naming import WeakNames
 from .recording import BackwardRecording
 from .stamping import Forward
@@ -62,6 +62,7 @@ class Tracer:
         self._names_off: dict[str, weakref.ref] = {}  # between blocks: an intermediate's graph is freed
         self.traces: list[Trace] = []
         self.calls = 0  # backward calls seen, traced or not
+        self.other_threads = 0  # backward calls other threads made meanwhile (not traced)
         self.recorded = 0  # traces made, including those the max_traces window let go
         self.errors: list[str] = []  # what the forward stamping could not record (the first 100)
         self._token = next(_tokens)
@@ -111,6 +112,7 @@ class Tracer:
             self.names = {}
             self._modules.clear()
             self._params.clear()
+            holding.sweep()  # what the block dropped goes now (see holding)
 
     @property
     def trace(self) -> Trace:
@@ -164,8 +166,10 @@ class Tracer:
         tracer = self
 
         def traced(call: Any, *args: Any, **kwargs: Any) -> Any:
-            if tracer._paused() or threading.get_ident() != tracer._thread:
-                return call(*args, **kwargs)  # another thread's, or inside a traced backward
+            if threading.get_ident() != tracer._thread:
+                return tracer._elsewhere(call, args, kwargs)
+            if tracer._paused():
+                return call(*args, **kwargs)  # inside a traced backward
             frame = sys._getframe(1)  # the user's frame: skip torch's, ours and other hooks'
             while frame is not None and frame.f_globals.get("__name__", "").startswith(
                     ("torch.", "backtrace.tracer", "backtrace.patches")):
@@ -174,8 +178,21 @@ class Tracer:
                 return tracer._backward(call, kind, args, kwargs, frame)
             finally:
                 del frame
+                if tracer._forward is not None:  # nodes a backward call made are not the forward's
+                    tracer._forward.skip()
 
         return traced
+
+    def _elsewhere(self, original: Any, args: tuple, kwargs: dict) -> Any:
+        """Another thread's backward call: untraced (tracers are per thread), counted once."""
+        if self._paused():  # Tensor.backward -> autograd.backward: one call
+            return original(*args, **kwargs)
+        self.other_threads += 1
+        self._local.call = "elsewhere"
+        try:
+            return original(*args, **kwargs)
+        finally:
+            self._local.call = None
 
     def _backward(self, original: Any, kind: str, args: tuple, kwargs: dict, frame: Any) -> Any:
         """One backward call: checked, recorded (unless past stop_after), run, kept as a Trace."""
@@ -184,7 +201,8 @@ class Tracer:
             # GradientEdge roots (not traced), or torch.compile differentiating its own graph
             return original(*args, **kwargs)
         self.calls += 1
-        self._check_roots(roots, kind)
+        with compat.no_torch_function():  # reading the roots is no call of the user's tensors
+            self._check_roots(roots, kind)
         if self.stop_after is not None and self.recorded >= self.stop_after:
             return self._untraced(original, args, kwargs)
         try:
@@ -226,6 +244,7 @@ class Tracer:
                 # A leaf root's AccumulateGrad lives only while referenced: the caller keeps it,
                 # outside anything a hook can reach, so the hooked node is the one backward runs.
                 keep = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
+                self._settle([holding.hold(e.node) for e in keep])
                 recording = BackwardRecording(roots, kind, frame, md_key=self._md_key,
                                               level=self.level, local_max=self.local_max,
                                               thread=self._thread, names=self.names,
@@ -233,6 +252,14 @@ class Tracer:
             return recording, keep
         finally:
             self._local.call = None
+
+    def _settle(self, roots: list[Any]) -> None:
+        """File the roots (and what they reach) that no forward call of ours made."""
+        if self._forward is not None:
+            try:
+                self._forward.settle(roots)
+            except Exception as exc:  # only modules are missing then: trace the call all the same
+                self._error(f"backward call {self.calls}: modules: {type(exc).__name__}: {exc}")
 
     def _run(self, original: Any, recording: BackwardRecording, args: tuple, kwargs: dict) -> Any:
         """Run the call with its hooks, then always remove them and keep what they recorded."""
@@ -248,6 +275,12 @@ class Tracer:
         finally:
             self._local.call = None
             recording.remove_hooks()
+            self._keep(recording, create_graph, retain, error)
+
+    def _keep(self, recording: BackwardRecording, create_graph: bool, retain: Any,
+              error: BaseException | None) -> None:
+        """Keep the call's Trace; a failure to build it is noted, never raised into the user's call."""
+        try:
             with compat.no_torch_function():
                 trace = assemble.finish(recording, call=self.calls, create_graph=create_graph,
                                         retain_graph=create_graph if retain is None
@@ -255,10 +288,13 @@ class Tracer:
                 if error is None:  # under torch.distributed: rank, reduced or global gradients
                     trace = distributed.finish(trace, self._params, self._modules, self.level,
                                                recording.kind)
-            self.traces.append(trace)
-            self.recorded += 1
-            if self.max_traces is not None and len(self.traces) > self.max_traces:
-                del self.traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
+        except Exception as exc:  # the call ran: only its trace is lost
+            self._error(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
+            return
+        self.traces.append(trace)
+        self.recorded += 1
+        if self.max_traces is not None and len(self.traces) > self.max_traces:
+            del self.traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
 
 
 def _roots(args: tuple, kwargs: dict) -> list[torch.Tensor] | None:

@@ -1,11 +1,19 @@
-"""Gradient descent on a formula: W = W - α·∂L/∂W, one reference-engine pass per step, every number kept."""
+"""Gradient descent on a formula: W = W - α·∂L/∂W, one reference-engine pass per step, every number kept.
+
+A tensor variable is optimized element by element, each element named by its index (``W[0,1]``,
+``b[2]``), which is exactly what torch.optim does to a tensor; the formula sees it whole again
+at every step (`assemble`)."""
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
 
 from ..engine import run
+from ..tensor import Tensor, from_value, indices
+from ..values import nested_shape, numbers
 from ..errors import DomainError, MissingValueError, UsageError
 from ..ir import Graph
 from ..values import format_number
@@ -59,6 +67,11 @@ class Descent:
     steps: list[DescentStep] = field(default_factory=list)
     verdict: Verdict = Verdict("too slow")
     label: str = ""
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the tensor variables
+
+    def tensors(self, point: Mapping[str, float]) -> dict[str, Any]:
+        """A point of the path with its tensor variables whole (nested lists), e.g. the final W."""
+        return assemble(point)
 
     @property
     def losses(self) -> list[float]:
@@ -114,9 +127,11 @@ def descend(formula: str | Graph, start: Mapping[str, float], fixed: Mapping[str
     if optimizer not in OPTIMIZERS:
         raise UsageError(f"unknown optimizer {optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
     opt, rate = make_optimizer(optimizer), make_schedule(schedule, lr, steps)
-    values = {n: float(v) for n, v in start.items()}
+    values, shapes = flatten(start)
+    fixed = {n: v if isinstance(v, Real) else from_value(v, n).tolist() for n, v in fixed.items()}
     loss, grads = _evaluate(graph, values, fixed)
-    run_ = Descent(graph, optimizer, lr, schedule, dict(values), fixed, loss, grads, label=label)
+    run_ = Descent(graph, optimizer, lr, schedule, dict(values), fixed, loss, grads, label=label,
+                   shapes=shapes)
     failure = None
     for k in range(1, steps + 1):
         lr_k = rate(k - 1)
@@ -161,11 +176,53 @@ def descend_runs(formula: str | Graph, start: Mapping[str, float],
     return [descend(graph, start, fixed, **settings)]
 
 
-def _evaluate(graph: Graph, values: Mapping[str, float], fixed: Mapping[str, float]):
-    """The loss and the gradient of every optimized variable at `values`."""
-    trace = run(graph, {**fixed, **values})
-    g = trace.grads
-    return trace.value, {n: (g.get(n) or 0.0) for n in values}
+def flatten(start: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, tuple[int, ...]]]:
+    """Every optimized number by name (tensors element by element) and the tensors' shapes."""
+    flat: dict[str, float] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, v in start.items():
+        if isinstance(v, Real) and not isinstance(v, bool):
+            flat[name] = float(v)
+            continue
+        t = from_value(v, name)
+        shapes[name] = t.shape
+        flat.update(zip(element_names(name, t.shape), t.data))
+    return flat, shapes
+
+
+def element_names(name: str, shape: tuple[int, ...]) -> list[str]:
+    """'W[0,0]', 'W[0,1]', ... in row-major order ('W' itself for a 0-d tensor)."""
+    if not shape:
+        return [name]
+    return [f"{name}[{','.join(map(str, i))}]" for i in indices(shape)]
+
+
+def assemble(flat: Mapping[str, float]) -> dict[str, Any]:
+    """Named numbers back into variables: 'W[0,1]'-style elements become nested lists."""
+    whole: dict[str, Any] = {}
+    parts: dict[str, dict[tuple[int, ...], float]] = {}
+    for key, v in flat.items():
+        name, bracket, index = key.partition("[")
+        if not bracket:
+            whole[key] = v
+            continue
+        parts.setdefault(name, {})[tuple(int(k) for k in index.rstrip("]").split(","))] = v
+    for name, elems in parts.items():
+        shape = tuple(max(i[d] for i in elems) + 1 for d in range(len(next(iter(elems)))))
+        whole[name] = Tensor(shape, [elems[i] for i in indices(shape)]).tolist()
+    return whole
+
+
+def _evaluate(graph: Graph, values: Mapping[str, float], fixed: Mapping[str, Any]):
+    """The loss and the gradient of every optimized number at `values`."""
+    trace = run(graph, {**fixed, **assemble(values)})
+    grads = {}
+    for name, g in trace.grads.items():
+        if isinstance(g, list):
+            grads.update(zip(element_names(name, nested_shape(g)), numbers(g)))
+        else:
+            grads[name] = g
+    return trace.value, {n: (grads.get(n) or 0.0) for n in values}
 
 
 def _norm(grads: Mapping[str, float]) -> float:
@@ -220,7 +277,7 @@ def loss_grid(graph: Graph, fixed: Mapping[str, float], names: Sequence[str],
     over axes[0]; nan where the formula cannot be evaluated."""
     def at(point: Sequence[float]) -> float:
         try:
-            return run(graph, {**fixed, **dict(zip(names, point))}).value
+            return run(graph, {**fixed, **assemble(dict(zip(names, point)))}).value
         except DomainError:
             return math.nan
 

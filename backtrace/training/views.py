@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .descend import Descent
 
 MAX_STEP_ROWS = 40  # longer runs show their first and last steps
+MAX_ELEMENT_ROWS = 6  # a tensor variable with more elements is one row of norms per step
 HEADS = {"step": "lr·m̂/(√v̂+ε)"}  # column titles of optimizer quantities, where the key is not one
 
 
@@ -252,10 +253,38 @@ def print_report(out: Console, watches: Sequence[Watched], rows: int,
 
 def descent_heading(d: Descent) -> str:
     """'Gradient descent on FORMULA with OPTIMIZER, lr ..., N steps (x = 1 fixed)'."""
+    from ..values import describe
+
     sched = f", {d.schedule} schedule" if d.schedule else ""
-    fixed = ", ".join(f"{k} = {v:g}" for k, v in d.fixed.items())
+    fixed = ", ".join(f"{k} = {describe(v, listed=MAX_ELEMENT_ROWS)}" for k, v in d.fixed.items())
     return (f"Gradient descent on {d.graph.source.strip()} with {d.optimizer}, lr {d.lr:g}{sched}, "
             f"{len(d.steps)} steps" + (f" ({fixed} fixed)" if fixed else ""))
+
+
+def _groups(d: Descent) -> list[tuple[str, list[str]]]:
+    """(row label, element names) of each row: numbers and small tensors element by element, a
+    tensor of more than MAX_ELEMENT_ROWS elements as one row of norms."""
+    from ..values import shape_text
+
+    by_var: dict[str, list[str]] = {}
+    for n in d.start:
+        by_var.setdefault(n.partition("[")[0], []).append(n)
+    rows: list[tuple[str, list[str]]] = []
+    for var, elems in by_var.items():
+        if var in d.shapes and len(elems) > MAX_ELEMENT_ROWS:
+            rows.append((f"{var} {shape_text(d.shapes[var])}", elems))
+        else:
+            rows.extend((e, [e]) for e in elems)
+    return rows
+
+
+def _cell(values, names: list[str]) -> str:
+    """One number, or the norm of a summarised tensor's numbers."""
+    from ..values import format_number as f
+
+    if len(names) == 1:
+        return f(values[names[0]])
+    return "‖·‖=" + f(math.sqrt(math.fsum(values[n] ** 2 for n in names)))
 
 
 def descent_table(d: Descent, boxed: bool) -> Table:
@@ -269,13 +298,12 @@ def descent_table(d: Descent, boxed: bool) -> Table:
     heads = ["step", *(["lr"] if scheduled else []), "var", "value", "gradient",
              *[HEADS.get(p, p) for p in shown], "update", "new value", "loss"]
     table = make_table(heads, "table" if boxed else "plain", right=set(heads) - {"var"})
-    names = list(d.start)
+    groups = _groups(d)
     blank = [""] * (len(heads) - 2)
-    table.add_row("0", *([""] if scheduled else []), names[0], f(d.start[names[0]]),
-                  f(d.start_grads[names[0]]), *[""] * (len(shown) + 2), f(d.start_loss))
-    for n in names[1:]:
-        table.add_row("", *([""] if scheduled else []), n, f(d.start[n]), f(d.start_grads[n]),
-                      *[""] * (len(shown) + 3))
+    for i, (label, names) in enumerate(groups):
+        table.add_row("0" if i == 0 else "", *([""] if scheduled else []), label,
+                      _cell(d.start, names), _cell(d.start_grads, names),
+                      *[""] * (len(shown) + 2), f(d.start_loss) if i == 0 else "")
     steps = d.steps
     rows = steps if len(steps) <= MAX_STEP_ROWS else steps[:MAX_STEP_ROWS // 2] + [None] + \
         steps[-MAX_STEP_ROWS // 4:]
@@ -284,11 +312,13 @@ def descent_table(d: Descent, boxed: bool) -> Table:
             table.add_row("…", f"{len(steps) - MAX_STEP_ROWS // 2 - MAX_STEP_ROWS // 4} more steps",
                           *blank)
             continue
-        for i, n in enumerate(names):
-            u = s.updates[n]
+        for i, (label, names) in enumerate(groups):
+            deltas = {n: s.updates[n].delta for n in names}
             table.add_row(str(s.step) if i == 0 else "",
-                          *([f(s.lr) if i == 0 else ""] if scheduled else []), n, f(s.before[n]),
-                          f(s.grads[n]), *[f(u.parts[p]) for p in shown], f(u.delta), f(s.after[n]),
+                          *([f(s.lr) if i == 0 else ""] if scheduled else []), label,
+                          _cell(s.before, names), _cell(s.grads, names),
+                          *[_cell({n: s.updates[n].parts[p] for n in names}, names) for p in shown],
+                          _cell(deltas, names), _cell(s.after, names),
                           f(s.loss) if i == 0 else "")
     return table
 
@@ -301,7 +331,10 @@ def print_descent(out: Console, d: Descent, boxed: bool) -> None:
     out.print(f"  {OPTIMIZERS[d.optimizer][0]}")
     out.print(descent_table(d, boxed))
     out.print(ascii_curve(d.losses), highlight=False)
-    final = ", ".join(f"{k} = {v:.6g}" for k, v in d.final.items())
+    from ..values import describe
+
+    final = ", ".join(f"{k} = {v:.6g}" if isinstance(v, float) else f"{k} = {describe(v, listed=12)}"
+                      for k, v in d.tensors(d.final).items())
     out.print(f"Result: {final}, loss {d.final_loss:.6g}: {d.verdict}: {d.verdict.reason}",
               highlight=False)
 
