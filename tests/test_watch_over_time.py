@@ -467,3 +467,49 @@ def test_compiled_models_run_watched():
     assert s.relu_zero["3"] == (replay(x) == 0).double().mean().item()
     for (name, rec), p in zip(s.params.items(), replay.parameters()):
         assert rec.backward_norm == pytest.approx(p.grad.norm().item(), rel=1e-5), name
+
+
+def test_the_heatmaps_in_the_html_explorer(tmp_path):
+    """A Training tab beside the trace's panels: the watch's cells, coloured as in the terminal."""
+    from backtrace.training.explore import training_data
+    from backtrace.training.heatmap import grid
+
+    from .pages import browser, console_errors, open_page, page_data
+
+    model = Functional(lambda h: torch.sqrt(h.abs() + 1.0), bias=0.0)
+    x, y = data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with backtrace.trace(model=model, max_traces=1) as t, backtrace.watch(model, opt, **quiet()) as w:
+        for k in range(6):
+            opt.zero_grad()
+            loss = mse(model(x), y) * (math.nan if k == 3 else 1.0)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.nan_to_num_(0.0)
+    page = tmp_path / "run.html"
+    w.explore(page, t.trace)
+    shipped = page_data(page.read_text(encoding="utf-8"))["panels"]["training"]
+    assert shipped == training_data(w) and shipped["steps"] == 6
+    rms = shipped["maps"][0]
+    layers, starts, cells = grid(w, "rms", 120)
+    assert rms["layers"] == layers and rms["starts"] == starts == [1, 2, 3, 4, 5, 6]
+    assert [c["v"] for c in rms["cells"][0]] == [pytest.approx(v) if isinstance(v, float)
+                                                 and math.isfinite(v) else "nan"
+                                                 for v in cells[0]]
+    driver = browser(tmp_path / "profile", 1400, 900)
+    try:
+        open_page(driver, page)
+        driver.find_element("id", "tab-training").click()
+        maps = driver.find_elements("css selector", ".heatmap")
+        assert [m.get_attribute("data-metric") for m in maps] == ["rms", "ratio", "zeros"]
+        cells = maps[0].find_elements("css selector", ".hm")
+        assert len(cells) == len(layers) * 6
+        assert cells[3].get_attribute("title") == "fc1, step 4: NaN or inf"
+        assert "bad" in cells[3].get_attribute("class")
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
+    with pytest.raises(backtrace.UsageError, match="no step recorded yet"):
+        backtrace.watch(mlp()).explore(tmp_path / "empty.html", t.trace)

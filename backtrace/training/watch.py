@@ -343,6 +343,13 @@ class Watch:
 
         return heatmap_figure(self)
 
+    def explore(self, path: str, trace: Any, **options: Any) -> Any:
+        """Write the HTML explorer page of `trace` (a trace of the watched model) with these
+        layer × step heatmaps in its Training tab; options as for backtrace.export."""
+        from .explore import explore
+
+        return explore(self, path, trace, **options)
+
     def plot(self, path: str) -> None:
         """Write the loss curve to an .svg/.png file."""
         from .plots import save
