@@ -1,5 +1,6 @@
 """The one registry of patches to torch's backward entry points: ``Tensor.backward``,
-``torch.autograd.backward`` and ``torch.autograd.grad``.
+``torch.autograd.backward`` and ``torch.autograd.grad`` (and ``torch.amp.GradScaler.step``, where
+`watch` learns the loss scale and sees the steps the scaler skips).
 
 The tracer, `watch` and `backtrace train` add a hook here instead of assigning to torch. While any
 hook is on, each patched target holds one wrapper of ours that runs its hooks around the original
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-TARGETS = ("Tensor.backward", "autograd.backward", "autograd.grad")
+TARGETS = ("Tensor.backward", "autograd.backward", "autograd.grad", "GradScaler.step")
 
 # around(call, *args, **kwargs) -> result: a hook runs the call (or not) and returns its result.
 Around = Callable[..., Any]
@@ -28,6 +29,8 @@ def _place(target: str) -> tuple[Any, str]:
     import torch
 
     owner, attr = target.split(".")
+    if owner == "GradScaler":
+        return torch.amp.GradScaler, attr
     return {"Tensor": torch.Tensor, "autograd": torch.autograd}[owner], attr
 
 

@@ -15,7 +15,11 @@ HEAVY = ("torch", "graphviz", "matplotlib", "rich")
 # Modules that may import a heavy package when they are imported (at their top level). Everything
 # else imports them inside the function that needs them.
 TOP_LEVEL = {
-    "torch": ("backtrace.tracer.", "backtrace.torchcalls", "backtrace.training.watch"),
+    "torch": ("backtrace.tracer.", "backtrace.torchcalls", "backtrace.training.watch",
+              # what only the watch imports: its measuring, activations, ranks and steps
+              "backtrace.training.measure", "backtrace.training.activations",
+              "backtrace.training.ranks", "backtrace.training.stepping",
+              "backtrace.training.params"),
     "rich": ("backtrace.render.tables", "backtrace.render.terminal", "backtrace.render.torch_table",
              "backtrace.render.ops_view", "backtrace.render.console"),
     "graphviz": (),

@@ -131,6 +131,8 @@ def test_trace_script_without_backward_and_missing_script(tmp_path):
     assert result.exit_code == 2 and "no such script" in result.output
     broken = tmp_path / "broken.py"
     broken.write_text("raise KeyError('oops')\n")
-    result = invoke("trace", str(broken))
-    assert result.exit_code == 1 and "stopped with KeyError: 'oops'" in result.output
-    assert "Traceback" not in result.output
+    result = invoke("trace", str(broken))  # the script's own error reaches the user whole
+    assert result.exit_code == 1 and result.output.startswith("Traceback (most recent call last)")
+    assert f'File "{broken}", line 1, in <module>' in result.output
+    assert "KeyError: 'oops'" in result.output and "runpy" not in result.output
+    assert "made no backward call before it stopped (KeyError: 'oops')" in result.output

@@ -81,3 +81,27 @@ def test_usage_errors(tmp_path):
     assert r.exit_code == 2
     r = run(tmp_path, "--dataset-size", "10", "1", "zero")
     assert r.exit_code == 2 and "together" in r.output
+
+
+def test_heatmap_chart_and_window(tmp_path):
+    r = run(tmp_path, "--heatmap", str(tmp_path / "h.svg"), "--window", "3", "2", "zero")
+    assert r.exit_code == 0, r.output
+    assert 'id="heatmap-rms"' in (tmp_path / "h.svg").read_text()
+    assert "8 steps" in r.output and "the last 3 steps are kept in detail" in r.output
+    assert "gradient RMS ‖∂L/∂W‖/√n (as backward produced it) per layer" in r.output
+    rows = [line.split()[0] for line in r.output.splitlines() if line.split()[1:3] == ["-", "-"]]
+    assert rows == ["6", "7", "8"]  # the table holds the window
+    r = run(tmp_path, "--heatmap", str(tmp_path / "h.gif"), "2", "zero")
+    assert r.exit_code == 2 and "use .svg, .png or .pdf" in r.output
+
+
+def test_ranks_other_than_0_stay_quiet(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # as torchrun sets it
+    r = run(tmp_path, "2", "nozero")
+    assert r.exit_code == 0 and r.stderr == ""  # not even the warnings: rank 0 reports
+    assert "losses" in r.stdout and "optimizer 1" not in r.stdout
+    traced = CliRunner().invoke(cli, ["trace", "-o", str(tmp_path / "t.json"),
+                                      str(tmp_path / "user_train.py"), "1", "zero"])
+    assert traced.exit_code == 0, traced.output
+    assert "Backward call" not in traced.stdout and (tmp_path / "t.rank1.json").exists()
+    assert not (tmp_path / "t.json").exists()

@@ -183,7 +183,7 @@ def test_detach_restores_backward_and_removes_hooks():
     assert torch.Tensor.backward is original
     x, y = data()
     loop(model, opt, x, y, steps=2)
-    assert w.steps == []
+    assert list(w.steps) == [] and w.step_count == 0
 
 
 def test_bad_arguments():
@@ -342,7 +342,7 @@ def test_dead_relu_layer():
 
 
 def test_warnings_go_through_the_warnings_module_without_log():
-    with pytest.warns(TrainingWarning, match="was not zeroed"):
+    with pytest.warns(TrainingWarning, match="was not zeroed") as caught:
         x, y = data()
         m = LinearRegression()
         with backtrace.watch(m) as w:
@@ -350,7 +350,16 @@ def test_warnings_go_through_the_warnings_module_without_log():
                 ((m.forward(x) - y) ** 2).mean().backward()
                 with torch.no_grad():
                     m.w -= 0.01 * m.w.grad
-                w.step()
+                w.step()  # the line the warning points at
+    assert caught[0].filename == __file__
+    assert "w.step()" in open(__file__).read().splitlines()[caught[0].lineno - 1]
+    model = mlp()  # through an optimizer's step hook: still the user's line
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.warns(TrainingWarning, match="was not zeroed") as caught:
+        with backtrace.watch(model, opt):
+            loop(model, opt, x, y, steps=2, zero=False)
+    assert caught[0].filename == __file__
+    assert "opt.step()" in open(__file__).read().splitlines()[caught[0].lineno - 1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         manual_loop(zero=True)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.autograd.function import BackwardCFunction
 
-from . import compat, holding, jacobians, naming, stats
+from . import compat, distributed, holding, jacobians, naming, stats
 from .nodes import NodeInfo
 
 
@@ -107,7 +107,8 @@ class BackwardRecording:
             param = params.get(variable)
             if param is not None:
                 info.module = param.rpartition(".")[0]
-            info.variable_value = self.record(variable)
+            if not distributed.storage_freed(variable):  # FSDP2 frees it until backward
+                info.variable_value = self.record(variable)
         except Exception as exc:  # recorded as missing, never raised into the user's backward
             self.failures.append(f"value of a leaf: {type(exc).__name__}: {exc}")
 

@@ -21,7 +21,7 @@ import torch
 from .. import patches
 from ..errors import NothingToTraceError, UsageError
 from ..traces import Trace
-from . import assemble, compat, holding
+from . import assemble, compat, distributed, holding
 from .naming import WeakNames
 from .recording import BackwardRecording
 from .stamping import Forward
@@ -69,6 +69,7 @@ class Tracer:
         # by weak reference: a module built inside forward on every call is not kept
         self._modules = WeakNames()
         self._params = WeakNames()
+        self._fsdp_names = distributed.Names(self._modules, self._params)  # FSDP2's unsharded
         self._patches: list[patches.Patch] = []
         self._forward: Forward | None = None  # the forward side, while on
         self._grad_enabled_at_entry = True
@@ -103,6 +104,7 @@ class Tracer:
                 self._forward.stop()
         finally:  # whatever happens above, nothing of ours stays installed
             self._forward = None
+            self._fsdp_names.stop()
             for p in self._patches:
                 p.remove()
             self._patches = []
@@ -144,6 +146,7 @@ class Tracer:
             self._modules.add(m, path)
         for path, p in root.named_parameters(prefix=prefix):
             self._params.add(p, path)
+        self._fsdp_names.adopted(root)
         return name
 
     def _module_path(self, module: torch.nn.Module, parent: str | None) -> str:
@@ -282,6 +285,9 @@ class Tracer:
                 trace = assemble.finish(recording, call=self.calls, create_graph=create_graph,
                                         retain_graph=create_graph if retain is None
                                         else bool(retain), error=error)
+                if error is None:  # under torch.distributed: rank, reduced or global gradients
+                    trace = distributed.finish(trace, self._params, self._modules, self.level,
+                                               recording.kind)
         except Exception as exc:  # the call ran: only its trace is lost
             self._error(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
             return

@@ -1,30 +1,38 @@
 """What `watch` warns about: one small function per kind of fault, in a table by when it runs.
 
 Each check gets the watch and what its moment offers (see SCOPES) and returns a Finding, or None
-when all is well; `Watch` runs every check of a scope, in table order, and reports what they find
-(once per kind and layer). Adding a warning kind is one function here plus one row in CHECKS.
-This module imports neither torch nor the watch: it reads the watch through records.Watched."""
+when all is well (a "ranks" check returns a list); `Watch` runs every check of a scope, in table
+order, at the end of each step, and reports what they find (once per kind and layer). Adding a
+warning kind is one function here plus one row in CHECKS. This module imports neither torch nor
+the watch: it reads the watch through records.Watched.
+"""
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .records import Finding, StepRecord, Watched
+from .records import Finding, RankView, StepRecord, Watched, groups
 
 EXPLODE = 1e3  # a layer whose gradient norm exceeds this is exploding
 VANISH = 1e-4  # ... below this fraction of the largest layer's gradient norm is vanishing
 RISE = 3  # loss window when the epoch length is unknown
 RISE_FACTOR = 1.5  # a mean loss this many times its lowest is rising
+CLIP_FACTOR = 10.0  # clipping that divides the gradient norm by more than this hides a problem
 
-# When each scope's checks run, and what they get after the watch.
+# When each scope's checks run (all at the end of a step), and what they get after the watch.
 SCOPES = {
-    "backward": "before backward adds a gradient to a parameter: (name, its .grad, whether the "
-                "weights changed since a gradient was last added)",
-    "relu": "after a ReLU layer's forward while training: (layer, share of zero outputs)",
-    "parameter": "after each step, once per parameter: (step record, parameter name)",
-    "layer": "after each step, once per layer with a finite gradient norm: (step record, layer, "
-             "its gradient norm, the largest layer's)",
+    "backward": "per parameter to which backward added a gradient while .grad still held an "
+                "old one and the weights had changed: (step record, parameter name)",
+    "activation": "per activation call site seen while training: (step record, site, share of "
+                  "its outputs that were dead this step)",
+    "parameter": "per parameter, unless GradScaler skipped the step: (step record, name)",
+    "layer": "per layer with a finite gradient norm, unless the step was skipped: (step record, "
+             "layer, its gradient norm as backward produced it, the largest layer's)",
+    "step": "once per step: (step record)",
+    "ranks": "once per step of a distributed job whose figures were exchanged: (step record, "
+             "every parameter's RankView); returns a list of findings",
     "loss": "once a step's loss is known: (step record)",
 }
 
@@ -40,53 +48,79 @@ def _layer(w: Watched, layer: str) -> str:
     return f"layer {layer} ({kind})" if kind else layer
 
 
-# ---------------------------------------------------------------------- while the loop runs
+def _ranks(ranks: Sequence[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else \
+        "ranks " + ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
 
-def not_zeroed(w: Watched, name: str, grad: Any, weights_changed: bool) -> Finding | None:
-    """A gradient is about to be added to last step's gradient, which was never zeroed."""
-    # The weight changed since a gradient was last added, yet .grad still holds that
-    # gradient: backward is about to add a new one to it (it accumulates).
-    if grad is None or not weights_changed or not bool(grad.any()):
-        return None
-    k = len(w.steps) + 1
+
+# ---------------------------------------------------------------------- gradients and activations
+
+def not_zeroed(w: Watched, r: StepRecord, name: str) -> Finding | None:
+    """A gradient was added to last step's gradient, which was never zeroed."""
+    k = r.step
     return Finding("not-zeroed", k, w.layer_of[name],
                    f"step {k}: the gradient of {_where(w, name)} was not zeroed after "
                    f"step {k - 1}, so backward adds to the old one (gradients accumulate): "
                    "call optimizer.zero_grad() or p.grad.zero_() every step")
 
 
-def dead_relu(w: Watched, layer: str, zero: float) -> Finding | None:
-    """Every output of a ReLU layer is zero: no gradient flows back through it."""
-    if zero != 1.0:
+def _site(w: Watched, site: str) -> Any:
+    return w.activation_sites.get(site)
+
+
+def _caller(s: Any) -> str:
+    """The module whose forward called an activation function."""
+    return f"{s.module} ({s.kind})" if s.module else "the model"
+
+
+def dead_relu(w: Watched, r: StepRecord, site: str, share: float) -> Finding | None:
+    """Every output of a ReLU (module or function) is zero: no gradient flows back through it."""
+    s = _site(w, site)
+    if share != 1.0 or s is None or s.op != "relu":
         return None
-    k = len(w.steps) + 1
-    return Finding("dead-relu", k, layer,
-                   f"step {k}: every output of ReLU layer {layer} is zero, so no gradient "
+    where = f"ReLU layer {site}" if not s.functional else f"relu() called in {_caller(s)}"
+    return Finding("dead-relu", r.step, site,
+                   f"step {r.step}: every output of {where} is zero, so no gradient "
                    "flows back through it (dead ReLUs: lower the learning rate, check the "
                    "initialisation or the inputs' scale)")
 
 
-# ---------------------------------------------------------------------- after each step
+def dead_activation(w: Watched, r: StepRecord, site: str, share: float) -> Finding | None:
+    """Every input of a GELU, SiLU or Mish lies where its derivative is nearly zero."""
+    s = _site(w, site)
+    if share != 1.0 or s is None or s.cutoff is None:
+        return None
+    name = {"gelu": "GELU", "silu": "SiLU", "mish": "Mish"}.get(s.op, s.op)
+    where = f"{name} layer {site}" if not s.functional else f"{s.op}() called in {_caller(s)}"
+    return Finding("dead-activation", r.step, site,
+                   f"step {r.step}: every input of {where} is below {s.cutoff:g}, where its "
+                   "derivative is under 0.001, so almost no gradient flows back through it "
+                   "(dead units: lower the learning rate, check the initialisation or the "
+                   "inputs' scale)")
+
 
 def non_finite_parameter(w: Watched, r: StepRecord, name: str) -> Finding | None:
     """A parameter's gradient, or else its weights, contain NaN or inf."""
     rec = r.params[name]
-    if rec.grad_norm is not None and not math.isfinite(rec.grad_norm):
-        return Finding("non-finite", r.step, rec.layer,
-                       f"step {r.step}: the gradient of {_where(w, name)} contains NaN or inf")
-    if not math.isfinite(w.weight_norm(name)):
+    for norm in (rec.backward_norm, rec.grad_norm):
+        if norm is not None and not math.isfinite(norm):
+            return Finding("non-finite", r.step, rec.layer,
+                           f"step {r.step}: the gradient of {_where(w, name)} contains NaN or "
+                           "inf (or is too large for its norm to be a float)")
+    if not (math.isfinite(rec.weight_norm) and math.isfinite(rec.update_norm)):
         return Finding("non-finite", r.step, rec.layer,
                        f"step {r.step}: the weights of {_where(w, name)} became NaN or inf")
     return None
 
 
 def exploding(w: Watched, r: StepRecord, layer: str, norm: float, top: float) -> Finding | None:
-    """A layer's gradient norm is above the explode threshold."""
+    """A layer's gradient norm (before any clipping) is above the explode threshold."""
     if not norm > w.explode:
         return None
     return Finding("exploding", r.step, layer,
                    f"step {r.step}: exploding gradient in {_layer(w, layer)}: norm "
-                   f"{norm:.3g} > {w.explode:g} (lower the learning rate or clip gradients)")
+                   f"{norm:.3g} > {w.explode:g} as backward produced it (lower the learning "
+                   "rate or clip gradients)")
 
 
 def vanishing(w: Watched, r: StepRecord, layer: str, norm: float, top: float) -> Finding | None:
@@ -97,6 +131,80 @@ def vanishing(w: Watched, r: StepRecord, layer: str, norm: float, top: float) ->
                    f"step {r.step}: vanishing gradient in {_layer(w, layer)}: norm {norm:.3g}, "
                    f"{norm / top:.2g} of the largest layer's ({top:.3g})")
 
+
+# ---------------------------------------------------------------------- the step as a whole
+
+def clipped(w: Watched, r: StepRecord) -> Finding | None:
+    """Clipping divided the gradient norm by a large factor: it hides exploding gradients."""
+    before, after = r.grad_norm, r.stepped_norm
+    if r.skipped or not after or not math.isfinite(before) or before <= w.clip_factor * after:
+        return None
+    return Finding("clipped", r.step, "clipping",
+                   f"step {r.step}: clipping cut the gradient norm from {before:.3g} (as backward "
+                   f"produced it) to {after:.3g} (what the optimizer stepped with), a factor "
+                   f"{before / after:.3g}: the gradients explode and clipping hides it (lower "
+                   "the learning rate, check the loss scale and the inputs)")
+
+
+def amp_skipped(w: Watched, r: StepRecord) -> Finding | None:
+    """GradScaler found inf/NaN in the scaled gradients and skipped the update."""
+    if not r.skipped:
+        return None
+    scale = f" at scale {r.scale:g}" if r.scale else ""
+    return Finding("amp-skipped", r.step, "GradScaler",
+                   f"step {r.step}: GradScaler skipped the update: the scaled gradients held "
+                   f"inf or NaN{scale}, so it lowers the scale and tries again (now and then is "
+                   "how AMP finds its scale; skips at most steps mean the gradients overflow)")
+
+
+# ---------------------------------------------------------------------- across ranks
+
+def _by_layer(w: Watched, views: Sequence[RankView], field: str) -> dict[str, list[RankView]]:
+    """The parameters whose `field` fingerprints differ across ranks, by layer."""
+    found: dict[str, list[RankView]] = {}
+    for v in views:
+        if len(groups(getattr(v, field))) > 1:
+            found.setdefault(w.layer_of[v.name], []).append(v)
+    return found
+
+
+def not_synchronised(w: Watched, r: StepRecord, views: Sequence[RankView]) -> list[Finding]:
+    """A gradient the optimizer steps with differs across ranks: nothing reduced it."""
+    out = []
+    for layer, bad in _by_layer(w, views, "grads").items():
+        v = bad[0]
+        norms = "; ".join(f"rank {k}: ‖g‖ {n:.4g}" for k, n in enumerate(v.grad_norms))
+        names = ", ".join(x.name for x in bad)
+        out.append(Finding("not-synchronised", r.step, layer,
+                           f"step {r.step}: the gradient of {names} differs across ranks "
+                           f"({norms}), so it was not synchronised: DDP reduces only the "
+                           "parameters of the module it wraps that its forward used; move the "
+                           "parameter into the wrapped module, or all_reduce its gradient "
+                           "yourself"))
+    return out
+
+
+def ranks_differ(w: Watched, r: StepRecord, views: Sequence[RankView]) -> list[Finding]:
+    """A parameter holds different values on different ranks after the step: they diverged."""
+    out = []
+    unsynced = {v.name for vs in _by_layer(w, views, "grads").values() for v in vs}
+    for layer, bad in _by_layer(w, views, "values").items():
+        v = bad[0]
+        main, *others = groups(v.values)
+        odd = sorted(k for g in others for k in g)
+        norms = ", ".join(f"{n:.6g} on rank {k}" for k, n in enumerate(v.weight_norms))
+        cause = "its gradient was not synchronised" if v.name in unsynced else \
+            "the weights were changed outside the synchronised update (a change on one rank, " \
+            "initialisation with different seeds, an optimizer that steps differently)"
+        names = ", ".join(x.name for x in bad)
+        out.append(Finding("ranks-differ", r.step, layer,
+                           f"step {r.step}: parameter {names} differs across ranks after the "
+                           f"update: {_ranks(odd)} hold{'s' * (len(odd) == 1)} other values "
+                           f"than {_ranks(main)} (‖W‖ {norms}): {cause}"))
+    return out
+
+
+# ---------------------------------------------------------------------- the loss
 
 def non_finite_loss(w: Watched, r: StepRecord) -> Finding | None:
     """The loss is NaN or inf."""
@@ -113,11 +221,11 @@ def loss_rising(w: Watched, r: StepRecord) -> Finding | None:
     # Rising: the mean went up, is 50% above its lowest (or the first loss), by a tenth of that.
     # A NaN or inf loss (non_finite_loss) is in the window, so it returns before the means move.
     window = min(10, w.steps_per_epoch or w.rise)
-    chunk = [s.loss for s in w.steps[-window:]]
+    chunk = [s.loss for s in itertools.islice(reversed(w.steps), window)][::-1]
     if len(chunk) < window or None in chunk or not all(map(math.isfinite, chunk)):
         return None
     now = sum(chunk) / window
-    start = next(s.loss for s in w.steps if s.loss is not None)  # before any learning
+    start = w.summary_data.first_loss  # before any learning
     # first loss, lowest and last windowed mean
     first, low, last = w.check_state.get("loss-rising") or (start, start, None)
     w.check_state["loss-rising"] = (first, min(low, now), now)
@@ -134,11 +242,13 @@ def loss_rising(w: Watched, r: StepRecord) -> Finding | None:
                    f"{'s' * (window > 1)} {now:.4g}, up from {low:.4g}): {cause}")
 
 
-CHECKS: dict[str, tuple[Callable[..., Finding | None], ...]] = {
+CHECKS: dict[str, tuple[Callable[..., Any], ...]] = {
     "backward": (not_zeroed,),
-    "relu": (dead_relu,),
+    "activation": (dead_relu, dead_activation),
     "parameter": (non_finite_parameter,),
     "layer": (exploding, vanishing),
+    "step": (clipped, amp_skipped),
+    "ranks": (not_synchronised, ranks_differ),
     "loss": (non_finite_loss, loss_rising),
 }
 assert set(CHECKS) == set(SCOPES), "every scope is described and has its checks"

@@ -16,9 +16,9 @@ def scale_of(values: Sequence[float]) -> str:
 
 
 def ascii_curve(values: Sequence[float], width: int = 60, height: int = 8,
-                label: str = "loss", first: int = 0) -> str:
-    """`values` (one per step, values[0] at step `first`) drawn as `height` rows of at most `width`
-    columns.
+                label: str = "loss", first: int = 0, last: int | None = None) -> str:
+    """`values` (one per step, values[0] at step `first`; or, with `last`, evenly spread over the
+    steps first..last) drawn as `height` rows of at most `width` columns.
 
     Non-finite values are drawn as 'x' on the top row; a log scale is used when the values span
     many decades."""
@@ -48,6 +48,6 @@ def ascii_curve(values: Sequence[float], width: int = 60, height: int = 8,
         tick = top if r == 0 else bottom if r == height - 1 else ""
         lines.append(f"{tick:>{pad}} |{''.join(row).rstrip()}")
     lines.append(f"{'':>{pad}} +{'-' * cols}")
-    last = str(first + n - 1)
+    last = str(first + n - 1 if last is None else last)
     lines.append(f"{'':>{pad}}  {first}{last:>{max(1, cols - len(str(first)))}} step")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .optimizers import OPTIMIZERS
-from .records import Watched
+from .records import ParamRecord, StepRecord, Watched
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,62 +50,134 @@ def accounting(w: Watched) -> str | None:
             f"step{'s' * (spe != 1)} every sample has been seen once = 1 epoch)")
 
 
+def _stepped_differs(steps: Sequence[StepRecord]) -> bool:
+    """True when some step stepped with another gradient than backward produced (clipping)."""
+    for s in steps:
+        after = s.stepped_norm
+        if after is not None and s.layers and not math.isclose(after, s.grad_norm, rel_tol=1e-6):
+            return True
+    return False
+
+
+def _tail(w: Watched, last: int | None) -> list[StepRecord]:
+    rows = list(w.steps)
+    return rows if last is None else rows[-last:] if last else []
+
+
 def steps_table(w: Watched, last: int | None = None, boxed: bool = False) -> Table:
-    """A rich Table: step, epoch, batch, loss, lr, gradient norm, largest update/weight ratio."""
+    """A rich Table: step, epoch, batch, loss, lr, gradient norms, largest update/weight ratio.
+
+    ‖∂L/∂W‖ is the whole gradient as backward produced it (after DDP's all-reduce, unscaled under
+    GradScaler, before clipping); `stepped` (shown when clipping changed it) is what the optimizer
+    stepped with; `scale` is GradScaler's."""
     from ..render.tables import table as make_table
 
-    heads = ("step", "epoch", "batch", "loss", "lr", "‖∂L/∂W‖", "max ‖ΔW‖/‖W‖")
+    rows = _tail(w, last)
+    stepped = _stepped_differs(rows)
+    scaled = any(s.scale is not None for s in rows)
+    heads = ("step", "epoch", "batch", "loss", "lr", "‖∂L/∂W‖", *(["stepped"] * stepped),
+             *(["scale"] * scaled), "max ‖ΔW‖/‖W‖")
     table = make_table(heads, "table" if boxed else "plain", right=heads)
-    rows = w.steps if last is None else w.steps[-last:]
     for s in rows:
-        ratio = max((p.ratio for p in s.params.values()), default=0.0)
+        ratio = "skipped" if s.skipped else _num(s.max_ratio)
         table.add_row(str(s.step), _opt(s.epoch), _opt(s.batch), _num(s.loss), _num(s.lr),
-                      _num(s.grad_norm), _num(ratio))
+                      _num(s.grad_norm if s.layers else None),
+                      *([_num(s.stepped_norm)] * stepped), *([_num(s.scale)] * scaled), ratio)
     return table
 
 
-def layer_table(w: Watched, step: int = -1, boxed: bool = False) -> Table:
-    """A rich Table of one step, per parameter: gradient, update, ratio, optimizer state."""
-    from ..render.tables import table as make_table
+def _state_text(p: ParamRecord) -> str:
+    """A parameter's optimizer state in a few words (a tensor by its norm: its shape is the
+    parameter's)."""
     from ..values import TensorStats
 
+    return ", ".join(f"{k} ‖·‖={v.norm:.3g}" if isinstance(v, TensorStats) else f"{k} {_num(v)}"
+                     for k, v in p.state.items())
+
+
+def layer_table(w: Watched, step: int = -1, boxed: bool = False, state: bool = True) -> Table:
+    """A rich Table of one step, per parameter: gradients, zeros, update, ratio and (with
+    `state`) the optimizer's state."""
+    from ..render.tables import table as make_table
+
     s = w.steps[step]
-    table = make_table(("parameter", "shape", "‖grad‖", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖",
-                        "optimizer state"), "table" if boxed else "plain",
-                       right=("shape", "‖grad‖", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖"),
+    stepped = _stepped_differs([s])
+    numbers = ("shape", "‖grad‖", *(["stepped"] * stepped), "zeros", "‖W‖", "‖ΔW‖", "‖ΔW‖/‖W‖")
+    table = make_table(("parameter", *numbers, *(["optimizer state"] * state)),
+                       "table" if boxed else "plain", right=numbers,
                        title=f"step {s.step}, per parameter")
     for p in s.params.values():
-        state = ", ".join(f"{k} {v}" if isinstance(v, TensorStats) else f"{k} {_num(v)}"
-                          for k, v in p.state.items())
-        table.add_row(p.name, "×".join(map(str, p.shape)) or "scalar", _num(p.grad_norm),
-                      _num(p.weight_norm), _num(p.update_norm), _num(p.ratio), state)
+        zeros = "-" if p.zeros is None else f"{p.zeros:.0%}"
+        table.add_row(p.name, "×".join(map(str, p.shape)) or "scalar", _num(p.backward_norm),
+                      *([_num(p.grad_norm)] * stepped), zeros, _num(p.weight_norm),
+                      _num(p.update_norm), _num(p.ratio), *([_state_text(p)] * state))
+    return table
+
+
+def state_lines(w: Watched, step: int = -1) -> str:
+    """The optimizer state of one step, one line per parameter (for narrow terminals)."""
+    s = w.steps[step]
+    return "\n".join(f"{p.name}: {_state_text(p)}" for p in s.params.values() if p.state)
+
+
+def ranks_table(w: Watched, last: int | None = None, boxed: bool = False) -> Table:
+    """Each rank's loss and local gradient norm (before the all-reduce), side by side per step;
+    past 4 ranks, the lowest and highest over the ranks."""
+    from ..render.tables import table as make_table
+
+    rows = [s for s in _tail(w, last) if s.ranks]
+    size = len(rows[0].ranks) if rows else w.world_size
+    if size <= 4:
+        heads = ("step", *(f"loss r{k}" for k in range(size)), *(f"‖g‖ r{k}" for k in range(size)))
+    else:
+        heads = ("step", "loss min", "loss max", "‖g‖ min", "‖g‖ max")
+    table = make_table(heads, "table" if boxed else "plain", right=heads,
+                       title="per rank: the loss and the gradient norm of its own batch")
+    for s in rows:
+        losses, norms = [x[0] for x in s.ranks], [x[1] for x in s.ranks]
+        if size <= 4:
+            table.add_row(str(s.step), *map(_num, losses), *map(_num, norms))
+        else:
+            table.add_row(str(s.step), *(_num(f(v for v in vs if v is not None))
+                                         if any(v is not None for v in vs) else "-"
+                                         for vs in (losses, norms) for f in (min, max)))
     return table
 
 
 def loss_curve(w: Watched, width: int = 60, height: int = 8) -> str:
-    """The loss per step as plain text."""
+    """The loss per step as plain text, over the whole run (the running summary)."""
     from .textplot import ascii_curve
 
-    values = [s.loss for s in w.steps if s.loss is not None]
-    if not values:
+    series = w.summary_data.loss
+    points = [(f, v) for f, v in zip(series.first, series.values()) if v is not None]
+    if not points:
         return "loss: none recorded (call .backward() on the loss, or w.loss(value))"
-    first = next(s.step for s in w.steps if s.loss is not None)
-    return ascii_curve(values, width, height, first=first)
+    label = "loss" if series.span == 1 else f"loss (mean of each {series.span} steps)"
+    return ascii_curve([v for _, v in points], width, height, label=label, first=points[0][0],
+                       last=series.last() if series.span > 1 else None)
 
 
 def summary(w: Watched) -> str:
     """Accounting, steps and epochs seen, and every warning with how often it happened."""
     lines = [w.accounting] if w.accounting else []
-    n, spe = len(w.steps), w.steps_per_epoch
+    data = w.summary_data
+    n, spe = w.step_count, w.steps_per_epoch
     if spe:
         full, rest = divmod(n, spe)
         lines.append(f"{n} steps = {full} epoch{'s' * (full != 1)} of {spe} steps"
                      + (f" + {rest} step{'s' * (rest != 1)}" if rest else ""))
     else:
         lines.append(f"{n} step{'s' * (n != 1)}")
-    done = [s.loss for s in w.steps if s.loss is not None]
-    if done:
-        lines.append(f"loss {done[0]:.4g} at the first step, {done[-1]:.4g} at the last")
+    if data.skipped:
+        lines.append(f"{data.skipped} of them skipped by GradScaler (inf/NaN in the scaled "
+                     "gradients)")
+    if data.first_loss is not None:
+        lines.append(f"loss {data.first_loss:.4g} at the first step, {data.last_loss:.4g} at the "
+                     "last" + (f", lowest {data.lowest_loss[1]:.4g} at step {data.lowest_loss[0]}"
+                               if data.lowest_loss and n > len(w.steps) else ""))
+    if n > len(w.steps):
+        lines.append(f"the last {len(w.steps)} steps are kept in detail, every step in running "
+                     "summaries (watch(window=N) keeps more)")
     if not w.warnings:
         lines.append("no warnings")
     for f in w.warnings:
@@ -119,51 +191,61 @@ def loss_figure(w: Watched) -> Figure:
     """A matplotlib Figure of the loss per step."""
     from .plots import loss_curves
 
-    return loss_curves({"loss": [_nan(s.loss) for s in w.steps]}, "Training loss")
+    return loss_curves({"loss": [_nan(v) for v in w.summary_data.loss.values()]}, "Training loss")
 
 
 def gradient_flow_figure(w: Watched) -> Figure:
-    """A matplotlib Figure: per-layer gradient norm and update/weight ratio at each step."""
+    """A matplotlib Figure: per-layer gradient norm and update/weight ratio over the whole run."""
     from .plots import gradient_flow
 
-    layers = list(dict.fromkeys(w.layer_of.values()))
-    steps = [s.step for s in w.steps]
-    grads = {layer: [_nan(s.layers.get(layer)) for s in w.steps] for layer in layers}
-    ratios = {}
-    for layer in layers:
-        names = [n for n, lay in w.layer_of.items() if lay == layer]
-        ratios[layer] = [max(s.params[n].ratio for n in names) for s in w.steps]
+    layers = w.summary_data.layers
+    steps = next(iter(layers.values()))["grad"].first if layers else []
+    grads = {layer: [_nan(v) for v in m["grad"].values()] for layer, m in layers.items()}
+    ratios = {layer: [_nan(v) for v in m["ratio"].values()] for layer, m in layers.items()}
     return gradient_flow(steps, grads, ratios)
 
 
 # ---------------------------------------------------------------------- backtrace train
 
-def print_report(out: Console, watches: Sequence[Watched], rows: int, plot: str | None,
-                 flow: str | None) -> None:
-    """Per optimizer: step table, last step per parameter, loss curve, summary; then the charts."""
+def print_report(out: Console, watches: Sequence[Watched], rows: int,
+                 charts: dict[str, str | None]) -> None:
+    """Per optimizer: step table (and each rank's, in a distributed job), the last step per
+    parameter, the layer × step heatmap, loss curve, summary; then the charts (`charts`: kind ->
+    path, kinds 'plot', 'flow', 'heatmap')."""
+    from .heatmap import heatmap_figure, terminal_heatmap
     from .plots import save
 
     if not watches:
         out.print("the script made no optimizer step (backtrace train watches torch.optim "
                   "optimizers)")
         return
+    draw = {"plot": loss_figure, "flow": gradient_flow_figure, "heatmap": heatmap_figure}
     many = len(watches) > 1
     for i, w in enumerate(watches, start=1):
         name = type(w.optimizer).__name__
         model = type(w.model).__name__ if w.model is not None and not isinstance(w.model, list) \
             else "its parameters"
-        out.print(f"\noptimizer {i}: {name} on {model}, {len(w.steps)} steps", highlight=False)
+        ranks = f", rank 0 of {w.world_size}" if w.world_size > 1 else ""
+        out.print(f"\noptimizer {i}: {name} on {model}, {w.step_count} steps{ranks}",
+                  highlight=False)
         if rows and w.steps:
             out.print(steps_table(w, last=rows))
-            out.print(layer_table(w))
-        out.print(loss_curve(w), highlight=False)
+            if any(s.ranks for s in w.steps):
+                out.print(ranks_table(w, last=rows))
+            wide = out.width >= 120  # the state column fits; else it goes below the table
+            out.print(layer_table(w, state=wide))
+            if not wide and state_lines(w):
+                out.print(state_lines(w), highlight=False)
+        if w.step_count > 1:
+            out.print(terminal_heatmap(w, "rms"))
+        out.print(loss_curve(w, width=max(10, min(60, out.width - 18))), highlight=False)
         out.print(summary(w), highlight=False)
-        for path, draw in ((plot, loss_figure), (flow, gradient_flow_figure)):
+        for kind, path in charts.items():
             if path and w.steps:
                 target = Path(path)
                 if many:
                     target = target.with_name(f"{target.stem}-{i}{target.suffix}")
-                save(draw(w), str(target))
+                save(draw[kind](w), str(target))
                 out.print(f"chart written to {target}")
 
 

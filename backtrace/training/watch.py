@@ -6,78 +6,46 @@
     print(w.summary())
 
 At every step it records the step, epoch and batch, the loss (the scalar `.backward()` was called on,
-or one given with `w.loss(...)`), each parameter's gradient norm, update norm and update/weight ratio,
-and the optimizer's state (Adam's exp_avg, exp_avg_sq). It warns, naming the layer and the step, about
-gradients that were never zeroed, NaN/inf, exploding or vanishing gradients, a loss that keeps rising,
-and ReLU layers whose outputs are all zero. Without an optimizer (a hand-written update under
+or one given with `w.loss(...)`), each parameter's gradient norm as backward produced it and as the
+optimizer stepped with it (after clipping; unscaled under AMP's GradScaler), its share of exact
+zeros, update norm and update/weight ratio, and the optimizer's state (Adam's exp_avg, exp_avg_sq).
+Every figure is computed on the tensors' device and read with one transfer per step. The last
+`window` steps are kept in detail, every step in running summaries (bounded memory however long the
+run). It warns, naming the layer and the step (checks.py); across the ranks of a torch.distributed
+job it compares the ranks (ranks.py). Without an optimizer (a hand-written update under
 `torch.no_grad()`), call `w.step(loss)` after each update.
 
-This module holds the hooks and the step recording; the records are in records.py, the warnings
-in checks.py, the tables, summary and charts in views.py. It imports torch; `import backtrace` does
-not load it until `backtrace.watch` is used.
+This module holds the hooks; the measuring of a step is in stepping.py, the records in records.py,
+the tables, summary and charts in views.py and heatmap.py. It imports torch; `import backtrace`
+does not load it until `backtrace.watch` is used.
 """
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import patches
 from ..errors import UsageError
-from ..tracer.stats import tensor_stats
-from . import views
-from .checks import CHECKS, EXPLODE, RISE, VANISH
-from .records import Finding, ParamRecord, StepRecord, TrainingWarning
+from . import measure, stepping, views
+from .activations import Activations
+from .params import named_parameters
+from .checks import CLIP_FACTOR, EXPLODE, RISE, VANISH
+from .ranks import World
+from .records import Finding, ParamRecord, StepRecord, Summary, TrainingWarning
+from .records import window as step_window
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from rich.console import RenderableType
     from rich.table import Table
 
 __all__ = ["Finding", "ParamRecord", "StepRecord", "TrainingWarning", "Watch", "named_parameters",
            "watch"]
 
-
-def _norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64))
-
-
-def named_parameters(model: Any, optimizer: Any = None) -> tuple[dict[str, torch.Tensor],
-                                                                  dict[str, str], dict[str, str]]:
-    """(name -> parameter, name -> layer, layer -> module type) for a module, a dict, an object
-    holding tensors (the lecture's LinearRegression), a list of tensors, or just an optimizer."""
-    params: dict[str, torch.Tensor] = {}
-    layers: dict[str, str] = {}
-    kinds: dict[str, str] = {}
-    if isinstance(model, torch.nn.Module):
-        modules = dict(model.named_modules())
-        for name, p in model.named_parameters():
-            layer = name.rpartition(".")[0] or name
-            params[name], layers[name] = p, layer
-            kinds[layer] = type(modules.get(layer, p)).__name__ if layer in modules else "Parameter"
-    elif isinstance(model, Mapping):
-        params = {str(k): v for k, v in model.items() if isinstance(v, torch.Tensor)}
-    elif isinstance(model, torch.Tensor):
-        params = {"param": model}
-    elif model is not None and hasattr(model, "__dict__") and not isinstance(model, (list, tuple)):
-        params = {k: v for k, v in vars(model).items() if isinstance(v, torch.Tensor)}
-    elif model is not None:
-        params = {f"param{i}": p for i, p in enumerate(model) if isinstance(p, torch.Tensor)}
-    params = {k: p for k, p in params.items() if p.requires_grad}
-    if optimizer is not None:
-        known = {id(p) for p in params.values()}
-        for g, group in enumerate(optimizer.param_groups):
-            for i, p in enumerate(group["params"]):
-                if id(p) not in known:
-                    params[f"group{g}.param{i}"] = p
-                    known.add(id(p))
-    if not params:
-        raise UsageError("nothing to watch: the model has no tensors that require gradients")
-    for name in params:
-        layers.setdefault(name, name)
-    return params, layers, kinds
+WINDOW = 1000  # detailed step records kept by default (each step is also in the running summary)
 
 
 class Watch:
@@ -86,31 +54,59 @@ class Watch:
     def __init__(self, model: Any, optimizer: Any = None, dataset_size: int | None = None,
                  batch_size: int | None = None, *, log: Callable[[str], Any] | None = None,
                  capture_loss: bool = True, explode: float = EXPLODE, vanish: float = VANISH,
-                 rise: int = RISE, hook_optimizer: bool = True) -> None:
+                 rise: int = RISE, clip_factor: float = CLIP_FACTOR, hook_optimizer: bool = True,
+                 window: int | None = WINDOW, ranks: bool | None = None,
+                 ranks_every: int = 1) -> None:
         if (dataset_size is None) != (batch_size is None):
             raise UsageError("give dataset_size and batch_size together (or neither)")
         if batch_size is not None and (batch_size < 1 or dataset_size < 1):
             raise UsageError("dataset_size and batch_size must be positive")
+        for name, n in (("window", window), ("ranks_every", ranks_every)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise UsageError(f"{name} must be a positive integer{' or None' * (name == 'window')}"
+                                 f", got {n!r}")
         self.model, self.optimizer = model, optimizer
         self.dataset_size, self.batch_size = dataset_size, batch_size
         self.log, self.capture_loss = log, capture_loss
         self.explode, self.vanish, self.rise = explode, vanish, rise
+        self.clip_factor = clip_factor
         self.hook_optimizer = hook_optimizer
         self.params, self.layer_of, self.layer_kind = named_parameters(model, optimizer)
-        self.steps: list[StepRecord] = []
+        self.sharded = {name: measure.sharded(p) for name, p in self.params.items()}  # FSDP2
+        self.window = window
+        self.steps = step_window(window)  # the last `window` StepRecords
+        self.summary_data = Summary()
         self.warnings: list[Finding] = []
         self.counts: dict[tuple[str, str], int] = {}  # (kind, layer) -> steps it was found at
         self.check_state: dict[str, Any] = {}  # what checks remember between steps, by kind
+        self.ranks_wanted, self.ranks_every = ranks, ranks_every
+        self.world: World | None = None
+        self.activations = Activations(model) if isinstance(model, torch.nn.Module) else None
         self._last_found: dict[tuple[str, str], int] = {}
         self._handles: list[Any] = []
         self._snapshot: dict[str, torch.Tensor] = {}
-        self._grad_norms: dict[str, float] = {}  # gradient norms captured since the last step
         self._accum_version: dict[str, int] = {}
-        self._relu: dict[str, float] = {}
-        self._pending_loss: float | None = None
+        self._step = stepping.Pending()  # what this step measured so far, on the device
+        self._backward_depth = 0
+        self._scale: float | None = None
         self._attached = False
 
     # ------------------------------------------------------------------ accounting
+    @property
+    def step_count(self) -> int:
+        """Steps recorded so far, also those the window let go."""
+        return self.summary_data.steps
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (0 outside torch.distributed)."""
+        return self.world.rank if self.world is not None else 0
+
+    @property
+    def world_size(self) -> int:
+        """How many ranks the job has (1 outside torch.distributed)."""
+        return self.world.size if self.world is not None else 1
+
     @property
     def steps_per_epoch(self) -> int | None:
         """ceil(dataset_size / batch_size): the last batch may be smaller."""
@@ -125,26 +121,28 @@ class Watch:
 
     # ------------------------------------------------------------------ hooks
     def attach(self) -> Watch:
-        """Start watching: parameter, ReLU and optimizer hooks, and the loss capture."""
+        """Start watching: parameter, activation, optimizer and GradScaler hooks, the loss capture."""
         if self._attached:
             return self
         self._attached = True
+        if self.ranks_wanted is not False:
+            self.world = World.current()
         for name, p in self.params.items():
-            self._snapshot[name] = p.detach().clone()
+            self._snapshot[name] = measure.local(p).detach().clone()
             self._accum_version[name] = p._version
             self._handles.append(p.register_hook(self._before_accumulate(name, p)))
             self._handles.append(p.register_post_accumulate_grad_hook(self._after_accumulate(name)))
-        if isinstance(self.model, torch.nn.Module):
-            for name, module in self.model.named_modules():
-                if isinstance(module, torch.nn.ReLU):
-                    self._handles.append(module.register_forward_hook(self._relu_hook(name)))
+        if self.activations is not None:
+            self.activations.attach()
+            self._handles.append(self.activations)
         if self.optimizer is not None and self.hook_optimizer:
             self._handles.append(self.optimizer.register_step_pre_hook(
                 lambda opt, args, kwargs: self.before_step()))
             self._handles.append(self.optimizer.register_step_post_hook(
                 lambda opt, args, kwargs: self.after_step()))
-        if self.capture_loss:  # the scalar .backward() is called on is the step's loss
-            self._handles.append(patches.patch("Tensor.backward", self._capture_loss))
+            self._handles.append(patches.patch("GradScaler.step", self._around_scaler))
+        for target in ("Tensor.backward", "autograd.backward"):
+            self._handles.append(patches.patch(target, self._around_backward))
         if self.accounting and self.log:
             self.log(self.accounting)
         return self
@@ -154,14 +152,9 @@ class Watch:
         if not self._attached:
             return
         self._attached = False
-        for h in self._handles:
+        for h in reversed(self._handles):
             h.remove()
         self._handles.clear()
-
-    def _capture_loss(self, call: Callable, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if tensor.numel() == 1:
-            self._pending_loss = float(tensor.detach())
-        return call(tensor, *args, **kwargs)
 
     def __enter__(self) -> Watch:
         return self.attach()
@@ -169,36 +162,61 @@ class Watch:
     def __exit__(self, *exc) -> None:
         self.detach()
 
+    def _around_backward(self, call: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Around every backward call: catch the loss, then (outermost call only) measure the
+        gradients backward produced, after DDP's all-reduce and before any clipping."""
+        self._backward_depth += 1
+        try:
+            if self._backward_depth == 1 and self.capture_loss:
+                roots = args[0] if args else kwargs.get("tensors", kwargs.get("self"))
+                if isinstance(roots, torch.Tensor) and roots.numel() == 1:
+                    self._step.catch_loss(roots)
+            result = call(*args, **kwargs)
+        finally:
+            self._backward_depth -= 1
+        if self._backward_depth == 0:
+            self._step.after_backward(self.params)
+        return result
+
+    def _around_scaler(self, call: Callable, scaler: Any, optimizer: Any, *args: Any,
+                       **kwargs: Any) -> Any:
+        if optimizer is not self.optimizer:
+            return call(scaler, optimizer, *args, **kwargs)
+        return self.scaler_step(call, scaler, optimizer, *args, **kwargs)
+
+    def scaler_step(self, call: Callable, scaler: Any, optimizer: Any, *args: Any,
+                    **kwargs: Any) -> Any:
+        """Run `scaler.step(optimizer)` (as `call`) knowing its scale: the gradients backward
+        produced are divided by it, and a step the scaler skips (inf/NaN) is recorded as skipped."""
+        self._scale = float(scaler.get_scale()) if scaler.is_enabled() else None
+        before = self.step_count
+        try:
+            result = call(scaler, optimizer, *args, **kwargs)
+        finally:
+            if self.step_count == before and self._attached:
+                self._record(self._current_lr(), skipped=True)
+            self._scale = None
+        return result
+
     def _before_accumulate(self, name: str, p: torch.Tensor):
         def hook(grad: torch.Tensor) -> None:
-            changed = p._version != self._accum_version[name]
-            for check in CHECKS["backward"]:
-                self._report(check(self, name, p.grad, changed))
+            # The weights changed since a gradient was last added, yet .grad still holds one:
+            # backward is about to add the new gradient to it (read with the step's transfer).
+            if p._version != self._accum_version[name] and p.grad is not None:
+                self._step.stale[name] = p.grad.detach().ne(0).any()
         return hook
 
     def _after_accumulate(self, name: str):
         def hook(p: torch.Tensor) -> None:
             self._accum_version[name] = p._version
-            self._grad_norms[name] = _norm(p.grad)
-        return hook
-
-    def _relu_hook(self, name: str):
-        def hook(module, inputs, output) -> None:
-            if not (module.training and torch.is_grad_enabled()) or output.numel() == 0:
-                return
-            zero = float((output == 0).double().mean())
-            self._relu[name] = zero
-            for check in CHECKS["relu"]:
-                self._report(check(self, name, zero))
+            if self.world is not None:  # this rank's own gradient, before DDP all-reduces it
+                self._step.local[name] = measure.norm(p.grad)
         return hook
 
     # ------------------------------------------------------------------ steps
     def before_step(self) -> None:
-        """Called just before optimizer.step(): the gradients it is about to use, the weights."""
-        for name, p in self.params.items():
-            if p.grad is not None:
-                self._grad_norms[name] = _norm(p.grad)
-            self._snapshot[name] = p.detach().clone()
+        """Called just before optimizer.step(): the gradients it is about to step with."""
+        self._step.before_step(self.params, self._ranks_now())
 
     def after_step(self) -> None:
         """Called just after optimizer.step()."""
@@ -210,18 +228,25 @@ class Watch:
             self.loss(loss)
         return self._record(None)
 
+    def began_after_backward(self) -> None:
+        """Say that this step's backward ran before the watch was attached (backtrace train
+        attaches at the first optimizer step): its gradients as backward produced them are
+        unknown, and the first step shows none rather than the clipped ones."""
+        self._step.late = True
+
     def loss(self, value: Any) -> None:
         """Give the loss of the current step (before or after its update)."""
         value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-        if self.steps and self._pending_loss is None and not self._grad_norms:
+        if self.steps and self._step.untouched():
             self.steps[-1].loss = value  # logged after the step it belongs to
+            self.summary_data.add_loss(self.steps[-1].step, value)
             self._check_loss(self.steps[-1])
         else:
-            self._pending_loss = value
+            self._step.loss = value
 
     def weight_norm(self, name: str) -> float:
-        """The norm of a parameter's weights now."""
-        return _norm(self.params[name])
+        """The norm of a parameter's weights now (of this rank's shard, for sharded ones)."""
+        return float(measure.norm(self.params[name]))
 
     def _current_lr(self) -> float | None:
         if self.optimizer is None:
@@ -229,38 +254,24 @@ class Watch:
         lr = self.optimizer.param_groups[0].get("lr")
         return float(lr) if lr is not None else None
 
-    def _record(self, lr: float | None) -> StepRecord:
-        k = len(self.steps) + 1
-        spe = self.steps_per_epoch
-        state = getattr(self.optimizer, "state", {}) if self.optimizer is not None else {}
-        params: dict[str, ParamRecord] = {}
-        for name, p in self.params.items():
-            before = self._snapshot[name]
-            now = p.detach()
-            params[name] = ParamRecord(name, self.layer_of[name], tuple(p.shape),
-                                       self._grad_norms.get(name), _norm(before),
-                                       _norm(now - before), _optimizer_state(state.get(p, {})))
-            self._snapshot[name] = now.clone()
-        layers: dict[str, float | None] = {}
-        for rec in params.values():
-            if rec.grad_norm is None:
-                layers.setdefault(rec.layer, None)
-            else:
-                layers[rec.layer] = math.sqrt((layers.get(rec.layer) or 0.0) ** 2
-                                              + rec.grad_norm ** 2)
-        record = StepRecord(k, None if spe is None else (k - 1) // spe + 1,
-                            None if spe is None else (k - 1) % spe + 1, self._pending_loss, lr,
-                            params, layers, dict(self._relu))
-        self._pending_loss = None
-        self._grad_norms = {}
+    def _ranks_now(self) -> bool:
+        """Whether this step's figures are exchanged across the ranks."""
+        if self.world is None:
+            return False
+        return any(self.sharded.values()) or (self.step_count + 1) % self.ranks_every == 0 or self.step_count == 0
+
+    def _record(self, lr: float | None, skipped: bool = False) -> StepRecord:
+        pending, self._step = self._step, stepping.Pending()
+        record, extras = stepping.record(self, pending, lr, skipped, self._scale,
+                                         self._ranks_now())
         self.steps.append(record)
-        self._check(record)
+        stepping.check(self, record, extras)
         return record
 
     # ------------------------------------------------------------------ checks
-    # stacklevel=4 counts _report, its caller (a hook, _check or _check_loss) and two more frames:
-    # call _report only from those, or the warning's reported location moves.
-    def _report(self, finding: Finding | None) -> None:
+    def report(self, finding: Finding | None) -> None:
+        """Keep a finding (once per kind and layer; counts keeps at how many steps it happened)
+        and say it: to `log`, or through Python's warnings as a TrainingWarning."""
         if finding is None:
             return
         key = (finding.kind, finding.layer)
@@ -269,44 +280,49 @@ class Watch:
         self._last_found[key] = finding.step
         self.counts[key] = self.counts.get(key, 0) + 1
         if self.counts[key] > 1:
-            return  # one warning per fault and layer; counts keeps at how many steps it happened
+            return
         self.warnings.append(finding)
         if self.log is not None:
             self.log(f"warning: {finding.message}")
         else:
-            warnings.warn(TrainingWarning(finding.message), stacklevel=4)
+            import warnings
 
-    def _check(self, r: StepRecord) -> None:
-        for name in r.params:
-            for check in CHECKS["parameter"]:
-                self._report(check(self, r, name))
-        finite = {layer: v for layer, v in r.layers.items() if v is not None and math.isfinite(v)}
-        top = max(finite.values(), default=0.0)
-        for layer, v in finite.items():
-            for check in CHECKS["layer"]:
-                self._report(check(self, r, layer, v, top))
-        self._check_loss(r)
+            warnings.warn(TrainingWarning(finding.message), stacklevel=_user_level())
 
     def _check_loss(self, r: StepRecord) -> None:
-        for check in CHECKS["loss"]:
-            self._report(check(self, r))
+        stepping.check_loss(self, r)
+
+    @property
+    def activation_sites(self) -> dict[str, Any]:
+        """Activation call site -> what it is (op, module, functional or a module of its own)."""
+        return self.activations.sites if self.activations is not None else {}
 
     # ------------------------------------------------------------------ views (views.py)
     @property
     def losses(self) -> list[float | None]:
-        """The loss of every step (None where none was recorded)."""
+        """The loss of every step in the window (None where none was recorded)."""
         return [s.loss for s in self.steps]
 
     def table(self, last: int | None = None, boxed: bool = False) -> Table:
-        """A rich Table: step, epoch, batch, loss, lr, gradient norm, largest update/weight ratio."""
+        """A rich Table: step, epoch, batch, loss, lr, gradient norms, largest update/weight ratio."""
         return views.steps_table(self, last, boxed)
 
     def layer_table(self, step: int = -1, boxed: bool = False) -> Table:
         """A rich Table of one step, per parameter: gradient, update, ratio, optimizer state."""
         return views.layer_table(self, step, boxed)
 
+    def ranks_table(self, last: int | None = None, boxed: bool = False) -> Table:
+        """A rich Table: each rank's loss and local gradient norm, side by side, per step."""
+        return views.ranks_table(self, last, boxed)
+
+    def heatmap(self, metric: str = "rms", width: int | None = None) -> RenderableType:
+        """The layer × step heatmap of one metric (rms, grad, ratio or zeros) for the terminal."""
+        from .heatmap import terminal_heatmap
+
+        return terminal_heatmap(self, metric, width)
+
     def loss_curve(self, width: int = 60, height: int = 8) -> str:
-        """The loss per step as plain text."""
+        """The loss per step as plain text, over the whole run."""
         return views.loss_curve(self, width, height)
 
     def summary(self) -> str:
@@ -321,6 +337,19 @@ class Watch:
         """A matplotlib Figure: per-layer gradient norm and update/weight ratio at each step."""
         return views.gradient_flow_figure(self)
 
+    def heatmap_figure(self) -> Figure:
+        """A matplotlib Figure: layer × step heatmaps of gradient RMS, update/weight, zeros."""
+        from .heatmap import heatmap_figure
+
+        return heatmap_figure(self)
+
+    def explore(self, path: str, trace: Any, **options: Any) -> Any:
+        """Write the HTML explorer page of `trace` (a trace of the watched model) with these
+        layer × step heatmaps in its Training tab; options as for backtrace.export."""
+        from .explore import explore
+
+        return explore(self, path, trace, **options)
+
     def plot(self, path: str) -> None:
         """Write the loss curve to an .svg/.png file."""
         from .plots import save
@@ -333,24 +362,31 @@ class Watch:
 
         save(self.gradient_flow_figure(), path)
 
+    def plot_heatmap(self, path: str) -> None:
+        """Write the layer × step heatmaps to an .svg/.png/.pdf file."""
+        from .plots import save
 
-def _optimizer_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A parameter's optimizer state as numbers and TensorStats (Adam: step, exp_avg, exp_avg_sq)."""
-    st: dict[str, Any] = {}
-    for key, v in state.items():
-        if isinstance(v, torch.Tensor):
-            st[key] = float(v) if v.numel() == 1 and key == "step" else tensor_stats(v)
-        elif isinstance(v, (int, float)):
-            st[key] = float(v)
-    return st
+        save(self.heatmap_figure(), path)
+
+
+def _user_level() -> int:
+    """The stacklevel of the user's frame (the line that stepped), past backtrace's and torch's."""
+    frame, level = sys._getframe(2), 2  # the caller of report()
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            ("backtrace.", "torch.")):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def watch(model: Any, optimizer: Any = None, dataset_size: int | None = None,
           batch_size: int | None = None, **options: Any) -> Watch:
     """Watch a training loop; use `with backtrace.watch(model, optimizer, ...) as w:`.
 
-    `model`: an nn.Module, a dict of tensors, an object holding tensors or a list of tensors.
-    Options: log (a function that receives the accounting line and each warning; without it warnings
-    go through Python's warnings module as TrainingWarning), capture_loss (record the scalar
-    `.backward()` is called on, default True), explode, vanish, rise (warning thresholds)."""
+    `model`: an nn.Module (DDP- or FSDP2-wrapped too), a dict of tensors, an object holding
+    tensors or a list of tensors. Options: log (a function that receives the accounting line and
+    each warning; without it warnings go through Python's warnings module as TrainingWarning),
+    capture_loss (record the scalar `.backward()` is called on, default True), window (detailed
+    step records kept, default 1000; None keeps all), explode, vanish, rise, clip_factor (warning
+    thresholds), ranks (compare the ranks of a torch.distributed job: None = when there are
+    several, False = never) and ranks_every (every N steps; sharded parameters need every step)."""
     return Watch(model, optimizer, dataset_size, batch_size, **options)
