@@ -513,3 +513,11 @@ def test_the_heatmaps_in_the_html_explorer(tmp_path):
         driver.quit()
     with pytest.raises(backtrace.UsageError, match="no step recorded yet"):
         backtrace.watch(mlp()).explore(tmp_path / "empty.html", t.trace)
+
+
+def test_the_window_of_steps_slices_like_a_list():
+    from backtrace.training.records import window
+
+    w = window(3)
+    w.extend(range(5))
+    assert list(w) == [2, 3, 4] and w[-2:] == [3, 4] and w[0] == 2 and w[::-1] == [4, 3, 2]

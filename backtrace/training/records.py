@@ -215,9 +215,19 @@ class Summary:
         return found
 
 
-def window(size: int | None) -> deque:
+class Window(deque):
+    """The rolling window of detailed step records: a deque that also slices, like the list
+    `w.steps` was (``w.steps[-10:]``)."""
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return super().__getitem__(index)
+
+
+def window(size: int | None) -> Window:
     """The rolling window of detailed step records (None: keep every step)."""
-    return deque(maxlen=size)
+    return Window(maxlen=size)
 
 
 class Watched(Protocol):
@@ -227,7 +237,7 @@ class Watched(Protocol):
     optimizer: Any
     dataset_size: int | None
     batch_size: int | None
-    steps: deque[StepRecord]  # the last `window` steps
+    steps: Window  # the last `window` StepRecords
     summary_data: Summary  # every step, summarised
     warnings: list[Finding]
     counts: dict[tuple[str, str], int]  # (kind, layer) -> steps it was found at
