@@ -1,5 +1,8 @@
 """Backward replay: one picture per backward step (active node highlighted, gradients filled in as they
-are computed, pending ones greyed), as SVG files or one self-contained HTML page with buttons and keys."""
+are computed, pending ones greyed), as SVG files or one self-contained HTML page with buttons and keys.
+
+Every frame has the same layout: the cells whose text changes get the width of their widest text
+(backtrace.render.frames), so dot places each node where it placed it in every other frame."""
 from __future__ import annotations
 
 import html
@@ -11,7 +14,8 @@ from pathlib import Path
 from ..errors import LimitError
 from ..files import write_atomic
 from ..traces import Trace
-from .draw import dot_source, prepare
+from .draw import prepare
+from .fit import direction_of
 from .layout import run_dot
 from .options import Options
 
@@ -25,12 +29,18 @@ def frames(trace: Trace, opts: Options | None = None) -> list[bytes]:
     return _frames(prepare(trace, o), o)
 
 
-def _frames(drawn: Trace, o: Options) -> list[bytes]:
+def _frames(drawn: Trace, o: Options, caption: bool = True) -> list[bytes]:
+    from .dot import to_graphviz
+    from .frames import replay_sizes
+
     count = len(drawn.steps)
     if count > MAX_STEPS:
         raise LimitError(f"the backward pass has {count:,} steps, more than a replay shows "
                          f"({MAX_STEPS}): fold the graph (--depth) or hide nodes (--hide)")
-    sources = [dot_source(drawn, o, step=k) for k in range(count + 1)]
+    sizes = replay_sizes(drawn)  # once: every frame's changing cells at their widest
+    sources = [to_graphviz(drawn, o.mode, step=k, colour=o.colour, folding=False, sizes=sizes,
+                           direction=direction_of(drawn, o), caption=caption).source
+               for k in range(count + 1)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # dot runs in parallel
         return list(pool.map(lambda s: run_dot(s, "svg", o.dot, o.timeout), sources))
 
@@ -62,12 +72,33 @@ def inline_svg(svg: bytes) -> str:
 
 _STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 1em; }
-header { position: sticky; top: 0; background: #fff; padding: .4em 0; border-bottom: 1px solid #ddd; }
-button { font-size: 1em; margin-right: .3em; }
+header { position: sticky; top: 0; left: 0; background: #fff; padding: .4em 0;
+         border-bottom: 1px solid #ddd; }
+button { font-size: 1em; margin-right: .3em; display: inline-flex; align-items: center; gap: .3em; }
+button svg { width: .8em; height: .8em; fill: currentColor; }
 #counter { margin: 0 .8em; font-weight: bold; }
+.frame { overflow-x: auto; }
 .frame svg { max-width: 100%; height: auto; }
 .frame[hidden] { display: none; }
 """
+READABLE = 0.8  # a frame shrinks to fit the window down to this scale (11-pt text: about 9 pt)
+# Button icons drawn as SVG paths, so they show with any font (a font may lack ⏮ and ⏭).
+_ICONS = {"first": "M2 2h2v12H2zM14 2v12L5 8z", "prev": "M12 2v12L3 8z",
+          "next": "M4 2v12l9-6z", "last": "M12 2h2v12h-2zM2 2v12l9-6z"}
+
+
+def _icon(name: str) -> str:
+    return f'<svg viewBox="0 0 16 16" aria-hidden="true"><path d="{_ICONS[name]}"/></svg>'
+
+
+def _readable(svg: str) -> str:
+    """The frame's <svg> with a minimum width, so a wide graph scrolls instead of shrinking to
+    unreadable text."""
+    found = re.search(r'<svg width="([\d.]+)pt"', svg)
+    if not found:
+        return svg
+    least = float(found.group(1)) * 4 / 3 * READABLE  # pt -> px
+    return svg.replace("<svg ", f'<svg style="min-width: {least:.0f}px" ', 1)
 
 _SCRIPT = """
 (function () {
@@ -112,20 +143,20 @@ def replay_page(drawn: Trace, o: Options) -> str:
     """`replay_html` for an already prepared trace (its meta is the original's)."""
     from .dot import frame, replay_caption
 
-    svgs = _frames(drawn, o)
+    svgs = _frames(drawn, o, caption=False)  # the page prints each frame's caption above it
     title = str(drawn.meta.get("formula") or drawn.meta.get("model") or drawn.output)
     sections = []
     for k, svg in enumerate(svgs):
         caption = html.escape(replay_caption(drawn, frame(drawn, k)), quote=True)
         sections.append(f'<section class="frame" data-step="{k}" data-caption="{caption}"'
-                        f'{" hidden" if k else ""}>\n{inline_svg(svg)}\n</section>')
+                        f'{" hidden" if k else ""}>\n{_readable(inline_svg(svg))}\n</section>')
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>backtrace replay: {html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
             f"<body>\n<header>\n"
-            '<button id="first" title="Home">⏮ first</button>'
-            '<button id="prev" title="left arrow">◀ previous</button>'
+            f'<button id="first" title="Home">{_icon("first")}first</button>'
+            f'<button id="prev" title="left arrow">{_icon("prev")}previous</button>'
             f'<span id="counter">step 0 of {len(svgs) - 1}</span>'
-            '<button id="next" title="right arrow">next ▶</button>'
-            '<button id="last" title="End">last ⏭</button>\n'
+            f'<button id="next" title="right arrow">next{_icon("next")}</button>'
+            f'<button id="last" title="End">last{_icon("last")}</button>\n'
             f'<p id="caption"></p>\n</header>\n<main>\n' + "\n".join(sections)
             + f"\n</main>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
