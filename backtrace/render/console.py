@@ -6,7 +6,8 @@ import sys
 
 from rich.console import Console
 
-PIPE_WIDTH = 120  # wide enough that tables do not wrap when written to a file or a pipe
+# Off a terminal nothing wraps: text and tables are as wide as they are (grep, diff, files).
+PIPE_WIDTH = 100_000
 
 
 def is_terminal() -> bool:
@@ -15,7 +16,8 @@ def is_terminal() -> bool:
 
 
 def console() -> Console:
-    """A console for stdout: colour on a terminal, plain text and a fixed width elsewhere."""
+    """A console for stdout: colour and the terminal's width on a terminal, plain text that never
+    wraps elsewhere."""
     if is_terminal():
         return Console()
     return Console(file=sys.stdout, color_system=None, width=PIPE_WIDTH, emoji=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..traces import Trace
-from .fit import choose, dot_source
+from .fit import choose, dot_source, laid_out
 from .layout import render_pdf, run_dot
 from .options import Options
 
@@ -35,4 +35,4 @@ def draw_prepared(drawn: Trace, fmt: str, opts: Options) -> bytes | str:
         return source
     if fmt == "pdf":
         return render_pdf(source, opts.dot, opts.timeout)
-    return run_dot(source, fmt, opts.dot, opts.timeout)
+    return (fmt == "svg" and laid_out(source, opts)) or run_dot(source, fmt, opts.dot, opts.timeout)

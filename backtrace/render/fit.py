@@ -20,6 +20,9 @@ SCREEN_PT = SCREEN_PX * 0.75 * SMALLEST_PT / READABLE_PT  # 1 pt = 4/3 px: 1,800
 MAX_ASPECT = 3.0
 DIRECTIONS = ("LR", "TB")
 _SIZE = re.compile(rb'<svg width="([\d.]+)pt" height="([\d.]+)pt"')
+# The SVGs laid out while choosing (source, binary) -> SVG, kept until the next choice, so the
+# picture chosen is not laid out a second time when it is drawn.
+_LAID_OUT: dict[tuple[str, str | None], bytes] = {}
 
 
 def fits(width: float, height: float) -> bool:
@@ -50,8 +53,8 @@ def dot_source(drawn: Trace, opts: Options, step: int | None = None) -> str:
 
 def measure(drawn: Trace, opts: Options, direction: str) -> tuple[float, float]:
     """Width and height in points of the picture laid out in `direction`."""
-    svg = run_dot(dot_source(drawn, replace(opts, direction=direction)), "svg", opts.dot,
-                  opts.timeout)  # cached: drawing the chosen picture lays it out no second time
+    source = dot_source(drawn, replace(opts, direction=direction))
+    svg = _LAID_OUT[(source, opts.dot)] = run_dot(source, "svg", opts.dot, opts.timeout)
     found = _SIZE.search(svg[:2000])
     return (float(found.group(1)), float(found.group(2))) if found else (0.0, 0.0)
 
@@ -64,6 +67,7 @@ def directions(drawn: Trace) -> tuple[str, ...]:
 def choose(trace: Trace, opts: Options) -> Trace:
     """The trace as drawn by default: folded (if it has modules and no --depth) and laid out in the
     first direction, at the deepest folding, that fits a screen; else the least bad of them."""
+    _LAID_OUT.clear()
     budget = DEFAULT_BUDGET if opts.budget is None else opts.budget
     if opts.depth is None and needs_folding(trace, None, opts.hide, budget) \
             and any(n.module for n in trace.nodes):
@@ -82,6 +86,11 @@ def choose(trace: Trace, opts: Options) -> Trace:
             if bad <= 1.0:
                 return _with_direction(drawn, direction)
     return _with_direction(best[1], best[2])
+
+
+def laid_out(source: str, opts: Options) -> bytes | None:
+    """The SVG of `source` if the last choice laid it out already."""
+    return _LAID_OUT.get((source, opts.dot))
 
 
 def _with_direction(drawn: Trace, direction: str) -> Trace:

@@ -145,8 +145,12 @@ def _plain(trace: Trace, opts: Options) -> Any:
 
 @register("markdown", "Markdown pipe tables, for notes and course pages", suffixes=("md",),
           printable=True)
-def _markdown(trace: Trace, opts: Options) -> Any:
-    return _explain_or_torch(trace, "markdown", opts)
+def _markdown(trace: Trace, opts: Options) -> str:
+    from . import to_text
+    from .console import PIPE_WIDTH
+
+    # Text, not a renderable: a terminal's width must never wrap a Markdown table row.
+    return to_text(_explain_or_torch(trace, "markdown", opts), width=PIPE_WIDTH) + "\n"
 
 
 @register("json", 'the whole trace as JSON (schema backtrace.trace/1, with "value" and "grads")',

@@ -3,7 +3,6 @@ Graphviz on request (`BACKTRACE_DOT=/path/to/dot` or --dot), a timeout, and PDF 
 or CairoSVG."""
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -72,13 +71,6 @@ def run_dot(source: str, fmt: str, dot: str | os.PathLike | None = None,
             timeout: float = DEFAULT_TIMEOUT) -> bytes:
     """Lay out DOT `source` and return it rendered as `fmt` (svg, png, pdf, ...)."""
     binary = use(dot)
-    return _run_cached(binary, source, fmt, timeout)
-
-
-@functools.lru_cache(maxsize=16)
-def _run_cached(binary: Path, source: str, fmt: str, timeout: float) -> bytes:
-    # Choosing a layout (backtrace.render.fit) lays the candidates out; the one chosen is then
-    # drawn from here instead of a second time. Failures raise, so they are never cached.
     return _run(binary, source, fmt, timeout)
 
 

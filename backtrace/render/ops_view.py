@@ -9,10 +9,10 @@ from . import tables
 
 def ops_table(style: str = "plain") -> Table:
     """Every op: its name, how it is written, its arity, its local derivatives, what it means."""
-    t = tables.table(("op", "written", "arity", "local derivatives", "meaning"), style,
-                     title="backtrace ops")
-    for column in t.columns[:-1]:
-        column.no_wrap = True
+    t = tables.table((tables.Col("op", no_wrap=True), "written",
+                      tables.Col("arity", True, "number", drop=2),
+                      tables.Col("local derivatives", no_wrap=True),
+                      tables.Col("meaning", drop=1)), style, title="backtrace ops")
     for op in OPS.values():
         names = operands(op.arity)
         spelled = [f"{name}({', '.join(names)})" for name in op.spellings if op.kind != CALL]
