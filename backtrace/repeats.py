@@ -18,6 +18,12 @@ HIDE: dict[str, Callable[[TraceNode], bool]] = {
     "constants": lambda n: n.kind == "const",
 }
 
+def numbered(part: str) -> bool:
+    """A module path part that is an index: ASCII digits only ('²' is a digit to str.isdigit,
+    and a ModuleDict key may be one, but it is no index)."""
+    return part.isascii() and part.isdigit()
+
+
 def path_depth(path: str) -> int:
     """encoder.layers.0 -> 3; "" -> 0."""
     return path.count(".") + 1 if path else 0
@@ -57,7 +63,7 @@ class Merge:
         stem = self.instances[0].rpartition(".")[2]
         indices = [int(p.rpartition(".")[2]) for p in self.instances]
         head = f"{self.parent}." if self.parent else ""
-        return f"{head}{{{compact_indices(indices)}}}" if stem.isdigit() else head + stem
+        return f"{head}{{{compact_indices(indices)}}}" if numbered(stem) else head + stem
 
 
 @dataclass
@@ -130,7 +136,7 @@ def _members(g: VisibleGraph) -> dict[str, list[TraceNode]]:
     for n in g.nodes:
         comps = n.module.split(".") if n.module else []
         for k in range(1, len(comps) + 1):
-            if comps[k - 1].isdigit():
+            if numbered(comps[k - 1]):
                 members[".".join(comps[:k])].append(n)
     return members
 

@@ -181,7 +181,7 @@ def test_folded_svg_shows_repeats_and_a_colour_bar(net):
     assert "one colour per decade" in " ".join(texts) and "≥1e4" in texts
     source = to_graphviz(trace).source
     assert all(c in source for c in NORM_PALETTE)  # legend bar
-    assert "cluster_layers.0" in source and "cluster_layers.0.fc1" in source
+    assert 'tooltip="layers.0"' in source and 'tooltip="layers.0.fc1"' in source  # nested clusters
 
 
 def test_colour_follows_gradient_norm(net):

@@ -25,6 +25,15 @@ class Display:
         use(o.dot)  # graphviz.Digraph.render() finds the embedded engine even in a fresh kernel
         return to_graphviz(prepare(trace, o), o.mode, step=step, colour=o.colour, folding=False)
 
+    def text(self, trace: Trace) -> str:
+        """The trace's tables as plain text, as wide as the terminal (`print(trace)`)."""
+        import shutil
+
+        from . import to_text
+        from .formats import view
+
+        return to_text(view(trace, "plain"), width=shutil.get_terminal_size((100, 24)).columns)
+
     def svg(self, trace: Trace) -> str:
         """The trace's picture as SVG text."""
         from .draw import draw

@@ -17,7 +17,7 @@ from .frames import (Frame, ReplaySizes, consumer_edges, frame, replay_caption, 
                      wires)
 from .labels import (ACTIVE_FILL, FONT, GRAD_COLOUR, KIND_FILL, NORM_PALETTE, PENDING_COLOUR,
                      edge_label, edge_style, grad_cell, legend_label, node_label, node_style,
-                     norm_colour, role)
+                     norm_colour, plain, role)
 
 if TYPE_CHECKING:
     import graphviz
@@ -178,13 +178,6 @@ def _draw_node(node: TraceNode, trace: Trace, ids: dict[str, str], state: Frame 
     return ids[node.id], node_label(node, cell, ink, width), style
 
 
-def plain(text: str) -> str:
-    """User text for a plain DOT attribute: never read as an HTML label (<...>) or a \\N escape."""
-    import graphviz
-
-    return graphviz.escape(str(text))
-
-
 def cluster_tree(trace: Trace) -> dict[str, list[TraceNode]]:
     """Module path -> the nodes drawn directly inside it ("" is the top level)."""
     tree: dict[str, list[TraceNode]] = defaultdict(list)
@@ -212,7 +205,7 @@ def emit_clusters(g, trace: Trace, draw, labels: dict[str, str] | None = None) -
     order = [""]
     for path in order:  # breadth first: parents before children
         for child in sorted(children.get(path, ())):
-            sub = graphviz.Digraph(name=plain(f"cluster_{child}"))
+            sub = graphviz.Digraph(name=f"cluster_{len(order)}")  # any module path is safe
             label = (labels or {}).get(child) or child.rpartition(".")[2]
             sub.attr(label=plain(label), style="rounded", color="#8e8e8e", fontsize="10",
                      tooltip=plain(child))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..files import write_atomic
+from ..files import check_folder, check_writable, write_atomic
 from ..traces import Trace
 from .options import Options
 
@@ -111,6 +111,10 @@ def export_all(trace: Trace, paths: Sequence[str | os.PathLike], steps: str | os
     checked and made before the first file is written. Returns what folding did, one line each."""
     o = Options.of(opts, **options)
     chosen = [(Path(p), by_suffix(p)) for p in paths]
+    for path, _ in chosen:  # a write that would fail fails now, before any file is written
+        check_writable(path)
+    if steps:
+        check_folder(steps)
     drawn = _prepare(trace, o) if steps or any(f.drawn for _, f in chosen) else None
     made = [(path, _file_data(f.make(drawn if f.drawn else trace, o))) for path, f in chosen]
     for path, data in made:

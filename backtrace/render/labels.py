@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,31 @@ LONG_NAME = 30  # characters of an op type name drawn in full; longer ones lose 
 
 
 # ---------------------------------------------------------------- nodes
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """User text as a picture may show it: line breaks and tabs as spaces, other control
+    characters (never valid in SVG) written out as \\x07."""
+    return _CONTROL.sub(lambda m: " " if m.group() in "\n\r\t" else f"\\x{ord(m.group()):02x}",
+                        str(text))
+
+
+def markup(text: str) -> str:
+    """User text inside an HTML-like label: cleaned, then &, <, > and quotes escaped (so `&#0;`
+    stays those four characters, and no text ever becomes markup), and backslashes doubled:
+    Graphviz expands \\N (node name) and \\G (graph name) inside HTML labels too."""
+    return html.escape(clean(text)).replace("\\", "\\\\")
+
+
+def plain(text: str) -> str:
+    """User text for a plain DOT attribute (cluster labels, tooltips): cleaned, & escaped (Graphviz
+    reads entities there too), backslashes doubled (no \\N or \\G expansion), never <...> HTML."""
+    import graphviz
+
+    return graphviz.escape(clean(text).replace("&", "&amp;"))
+
 
 def role(trace: Trace, node: TraceNode) -> str:
     """input, const, op, output or module: decides the node's style."""
@@ -106,16 +132,16 @@ def node_label(node: TraceNode, grad: GradCell | None, ink: str | None = None,
 
     ink: the gradient's text colour when the fill already encodes the gradient (else red);
     grad_width: the gradient cell's fixed width (replay frames)."""
-    title = f'<TD ALIGN="LEFT" COLSPAN="2"><B>{html.escape(node_title(node))}</B></TD>'
+    title = f'<TD ALIGN="LEFT" COLSPAN="2"><B>{markup(node_title(node))}</B></TD>'
     symbol = op_symbol(node)
-    title += f'<TD ALIGN="RIGHT">{html.escape(symbol)}</TD>' if symbol else "<TD></TD>"
+    title += f'<TD ALIGN="RIGHT">{markup(symbol)}</TD>' if symbol else "<TD></TD>"
     rows = [f"<TR>{title}</TR>"]
     if node.kind == "module":
         rows.append(_row("nodes", f"{node.meta.get('members', 0):,}"))
         if node.meta.get("repeat", 1) > 1:
             rows.append(_row("repeats", f"×{node.meta['repeat']}"))
     elif node.kind == "op" and node.expr and node.op in OPS and node.expr != node.id:
-        rows.append(f'<TR><TD COLSPAN="3"><FONT POINT-SIZE="10">{html.escape(node.expr)}</FONT></TD></TR>')
+        rows.append(f'<TR><TD COLSPAN="3"><FONT POINT-SIZE="10">{markup(node.expr)}</FONT></TD></TR>')
     if node.value is not None:
         rows.append(_row("value", describe(node.value)))
     if grad is not None:
@@ -127,7 +153,7 @@ def node_label(node: TraceNode, grad: GradCell | None, ink: str | None = None,
 
 def _row(name: str, text: str, colour: str | None = None, width: int | None = None) -> str:
     """A row 'name   value', the value right-aligned, a gap between them whatever the font."""
-    cell = html.escape(text)
+    cell = markup(text)
     if colour:
         cell = f'<FONT COLOR="{colour}">{cell}</FONT>'
     fixed = f' WIDTH="{width}"' if width else ""
@@ -188,12 +214,12 @@ def edge_label(value: Any, edge: Edge | None, upstream: Any, mode: str, tensors:
     (`shown` False: still pending, in a replay). width: the backward line's fixed width, its
     text aligned by `align` (LEFT beside a vertical wire)."""
     forward = shape_of(value) if tensors else describe(value)
-    lines = [html.escape(forward)] if value is not None else []
+    lines = [markup(forward)] if value is not None else []
     if mode == "backward" and edge is not None:
         back, colour = wire_back(edge, upstream, tensors)
         if not shown and edge.contribution is not None:
             back, colour = "pending", PENDING_COLOUR
-        lines.append(f'<FONT COLOR="{colour}">{html.escape(back)}</FONT>')
+        lines.append(f'<FONT COLOR="{colour}">{markup(back)}</FONT>')
     if not lines:
         return ""
     if width is None:
@@ -227,7 +253,7 @@ def legend_label(mode: str, by_grad: bool, notes: Sequence[str] = (), title: str
         shapes = ["rounded: inputs and parameters", *(["3-D: folded modules"] if folded else []),
                   "double border: output"]
         kinds = f'<TD COLSPAN="4" ALIGN="LEFT">{" · ".join(shapes)}</TD>'
-    rows = [f'<TR><TD COLSPAN="4" ALIGN="LEFT"><B>{html.escape(title)}</B></TD></TR>'] if title else []
+    rows = [f'<TR><TD COLSPAN="4" ALIGN="LEFT"><B>{markup(title)}</B></TD></TR>'] if title else []
     rows += [f"<TR>{kinds}</TR>", _legend_row("on each wire: the shape of the forward value"
                                               if tensors else "on each wire: the forward value")]
     if mode == "backward":
@@ -236,7 +262,7 @@ def legend_label(mode: str, by_grad: bool, notes: Sequence[str] = (), title: str
         rows.append(_legend_row(back, GRAD_COLOUR))
     if by_grad:
         bar = "".join(f'<TD BGCOLOR="{c}" WIDTH="30"> </TD>' for c in NORM_PALETTE)
-        ticks = "".join(f'<TD><FONT POINT-SIZE="9">{html.escape(t)}</FONT></TD>'
+        ticks = "".join(f'<TD><FONT POINT-SIZE="9">{markup(t)}</FONT></TD>'
                         for t in decade_labels())
         rows.append(_legend_row("fill: ‖gradient‖, one colour per decade, the same in every "
                                 "picture: pale vanishing, deep red exploding"))
@@ -248,7 +274,7 @@ def legend_label(mode: str, by_grad: bool, notes: Sequence[str] = (), title: str
 
 
 def _legend_row(text: str, colour: str | None = None, width: int | None = None) -> str:
-    cell = html.escape(text)
+    cell = markup(text)
     if colour:
         cell = f'<FONT COLOR="{colour}">{cell}</FONT>'
     fixed = f' WIDTH="{width}"' if width else ""

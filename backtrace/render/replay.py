@@ -5,17 +5,17 @@ Every frame has the same layout: the cells whose text changes get the width of t
 (backtrace.render.frames), so dot places each node where it placed it in every other frame."""
 from __future__ import annotations
 
-import html
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import LimitError
-from ..files import write_atomic
+from ..files import make_folder, write_atomic
 from ..traces import Trace
 from .draw import prepare
 from .fit import direction_of
+from .labels import markup
 from .layout import run_dot
 from .options import Options
 
@@ -53,15 +53,14 @@ def write_steps(trace: Trace, directory: str | os.PathLike, opts: Options | None
 
 def write_prepared_steps(drawn: Trace, directory: str | os.PathLike, opts: Options) -> list[Path]:
     """`write_steps` for an already prepared trace."""
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(directory)
     paths = []
     for k, svg in enumerate(_frames(drawn, opts)):
         path = folder / f"step-{k:03d}.svg"
         write_atomic(path, svg)
         paths.append(path)
     for old in set(folder.glob("step-[0-9][0-9][0-9].svg")) - set(paths):
-        old.unlink()  # frames of an earlier, longer replay would read as part of this one
+        old.unlink(missing_ok=True)  # frames of an earlier, longer replay would read as ours
     return paths
 
 
@@ -81,6 +80,7 @@ button svg { width: .8em; height: .8em; fill: currentColor; }
 .frame svg { max-width: 100%; height: auto; }
 .frame[hidden] { display: none; }
 """
+HIDDEN = ' hidden="hidden"'
 READABLE = 0.8  # a frame shrinks to fit the window down to this scale (11-pt text: about 9 pt)
 # Button icons drawn as SVG paths, so they show with any font (a font may lack ⏮ and ⏭).
 _ICONS = {"first": "M2 2h2v12H2zM14 2v12L5 8z", "prev": "M12 2v12L3 8z",
@@ -147,11 +147,13 @@ def replay_page(drawn: Trace, o: Options) -> str:
     title = str(drawn.meta.get("formula") or drawn.meta.get("model") or drawn.output)
     sections = []
     for k, svg in enumerate(svgs):
-        caption = html.escape(replay_caption(drawn, frame(drawn, k)), quote=True)
+        caption = markup(replay_caption(drawn, frame(drawn, k)))
         sections.append(f'<section class="frame" data-step="{k}" data-caption="{caption}"'
-                        f'{" hidden" if k else ""}>\n{_readable(inline_svg(svg))}\n</section>')
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>backtrace replay: {html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+                        f'{HIDDEN if k else ""}>\n{_readable(inline_svg(svg))}\n</section>')
+    # Well-formed XML as well as HTML (every element closed, the script in CDATA), so XML tools
+    # and the tests can read it.
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8"/>\n'
+            f"<title>backtrace replay: {markup(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
             f"<body>\n<header>\n"
             f'<button id="first" title="Home">{_icon("first")}first</button>'
             f'<button id="prev" title="left arrow">{_icon("prev")}previous</button>'
@@ -159,4 +161,4 @@ def replay_page(drawn: Trace, o: Options) -> str:
             f'<button id="next" title="right arrow">next{_icon("next")}</button>'
             f'<button id="last" title="End">last{_icon("last")}</button>\n'
             f'<p id="caption"></p>\n</header>\n<main>\n' + "\n".join(sections)
-            + f"\n</main>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
+            + f"\n</main>\n<script>//<![CDATA[{_SCRIPT}//]]></script>\n</body>\n</html>\n")

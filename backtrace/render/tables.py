@@ -36,7 +36,7 @@ def elide(text: str, width: int) -> str:
     parts = text.split(".")
     if len(parts) >= 2 and all(parts):
         n = len(parts)
-        order = [n - 1, *(k for k in range(1, n - 1) if parts[k].isdigit()), n - 2, 0,
+        order = [n - 1, *(k for k in range(1, n - 1) if parts[k].isascii() and parts[k].isdigit()), n - 2, 0,
                  *range(1, n - 2)]
         kept: set[int] = set()
         for k in dict.fromkeys(order):
