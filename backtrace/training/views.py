@@ -118,7 +118,8 @@ def loss_figure(w: Watched) -> Figure:
     """A matplotlib Figure of the loss per step."""
     from .plots import loss_curves
 
-    return loss_curves({"loss": [_nan(s.loss) for s in w.steps]}, "Training loss")
+    return loss_curves({"loss": [_nan(s.loss) for s in w.steps]}, "Training loss",
+                       steps=[s.step for s in w.steps])  # numbered as the tables number them
 
 
 def gradient_flow_figure(w: Watched) -> Figure:
@@ -132,7 +133,14 @@ def gradient_flow_figure(w: Watched) -> Figure:
     for layer in layers:
         names = [n for n, lay in w.layer_of.items() if lay == layer]
         ratios[layer] = [max(s.params[n].ratio for n in names) for s in w.steps]
-    return gradient_flow(steps, grads, ratios)
+    return gradient_flow(steps, grads, ratios, layer_labels(w, layers))
+
+
+def layer_labels(w: Watched, layers: Sequence[str]) -> dict[str, str]:
+    """Each layer's name with its module type, '0 (Linear)', when the model is known."""
+    modules = dict(w.model.named_modules()) if hasattr(w.model, "named_modules") else {}
+    return {layer: f"{layer} ({type(modules[layer]).__name__})" if layer in modules else layer
+            for layer in layers}
 
 
 # ---------------------------------------------------------------------- backtrace train
