@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "export": "backtrace.render.formats:export",
     "show": "backtrace.render.formats:show",
+    "show_ops": "backtrace.render.ops_view:show_ops",
     "trace": "backtrace.tracer:trace",
     "view": "backtrace.render.formats:view",
     "watch": "backtrace.training.watch:watch",

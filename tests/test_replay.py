@@ -64,6 +64,40 @@ def test_one_svg_per_step_with_active_node_and_pending_gradients(tmp_path):
     assert texts_of(last["x"])[-1] == "(9) + (12) + (12) = 33"
 
 
+def node_boxes(svg: bytes) -> dict[str, str]:
+    """Each node's outline (its path or polygon coordinates), by DOT name."""
+    root = ET.fromstring(svg)
+    boxes = {}
+    for g in root.iter(f"{SVG}g"):
+        if g.get("class") == "node":
+            shape = next(e for e in g.iter() if e.tag in (f"{SVG}path", f"{SVG}polygon"))
+            boxes[g.find(f"{SVG}title").text] = shape.get("d") or shape.get("points")
+    return boxes
+
+
+@pytest.mark.parametrize("formula, values", [
+    FANOUT, ("1/(1+exp(-(w0*x0+w1*x1+w2)))", {"w0": 2, "x0": -1, "w1": -3, "x1": -2, "w2": -3})])
+def test_every_frame_has_the_same_layout(formula, values):
+    svgs = frames(explain(formula, **values))
+    first = node_boxes(svgs[0])
+    assert len(first) >= 5
+    for k, svg in enumerate(svgs[1:], 1):
+        assert node_boxes(svg) == first, f"frame {k} moved a node"
+        assert ET.fromstring(svg).get("width") == ET.fromstring(svgs[0]).get("width")
+
+
+def test_html_icons_need_no_font_and_the_caption_shows_once():
+    page = replay_html(explain(FANOUT[0], **FANOUT[1]))
+    assert not re.search("[⏮⏭◀▶]", page)  # drawn as SVG paths instead
+    header = page.split("<main>")[0]
+    assert header.count("<svg") == 4
+    caption = "f sends its gradient to a, b"
+    frames_html = page.split("<main>")[1]
+    # Once per frame, in the page's caption attribute; not again inside the picture.
+    assert frames_html.count(caption) == 1 and f'data-caption="step 1 of 3: {caption}"' in page
+    assert 'style="min-width:' in page  # a wide graph scrolls instead of shrinking past reading
+
+
 def test_steps_through_the_cli(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "step-007.svg").write_text("from an older, longer replay")

@@ -24,3 +24,12 @@ def ops_table(style: str = "plain") -> Table:
 def constants_line() -> str:
     """The named constants of the formula language, with their values."""
     return "constants: " + ", ".join(f"{k} = {v!r}" for k, v in CONSTANTS.items())
+
+
+def show_ops(style: str | None = None) -> None:
+    """Print what `backtrace ops` prints: every op with its derivative rules, and the constants."""
+    from .console import console, is_terminal
+
+    out = console()
+    out.print(ops_table(style or ("table" if is_terminal() else "plain")))
+    out.print(constants_line(), highlight=False)
