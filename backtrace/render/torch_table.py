@@ -29,7 +29,8 @@ def local_text(e: Edge) -> str:
 
 def not_computed(steps: Sequence[Step]) -> str:
     """One line for every local derivative the table leaves out, instead of one per row:
-    'local: 41 of 45 Jacobians not computed (larger than the tracer's local_max; up to 128×128)'."""
+    'local: 41 of 45 Jacobians not computed (more entries than the tracer's local_max; up to
+    128×128): ...'."""
     edges = [e for s in steps for e in s.edges if e.contribution is not None or e.local is not None]
     missing = [e for e in edges if e.local is None]
     if not missing:
@@ -37,10 +38,10 @@ def not_computed(steps: Sequence[Step]) -> str:
     sizes = [tuple(int(d) for d in m.groups()) for m in
              (re.search(r"(\d+)×(\d+)", e.rule) for e in missing) if m]
     biggest = max(sizes, key=lambda s: s[0] * s[1], default=None)
-    why = "larger than the tracer's local_max entries" if any("too large" in e.rule for e in missing) \
+    why = "more entries than the tracer's local_max" if any("too large" in e.rule for e in missing) \
         else "see edge.rule"
     upto = f"; up to {biggest[0]}×{biggest[1]}" if biggest else ""
-    return (f"local: {len(missing):,} of {len(edges):,} Jacobians not computed ({why}{upto}); "
+    return (f"local: {len(missing):,} of {len(edges):,} Jacobians not computed ({why}{upto}): "
             "backtrace.trace(local_max=N) computes bigger ones")
 
 
