@@ -70,6 +70,22 @@ def test_formula_labels_fit_their_boxes(name):
     assert [w for w in engine_warnings(draw(trace, "dot")) if NON_ASCII not in w] == []
 
 
+def system_dot() -> str:
+    """A system Graphviz to check against ($BACKTRACE_DOT or `dot` on PATH), or skip."""
+    import shutil
+
+    found = os.environ.get("BACKTRACE_DOT") or shutil.which("dot")
+    if not found:
+        pytest.skip("no system Graphviz here (set BACKTRACE_DOT=/path/to/dot to check one)")
+    return found
+
+
+@pytest.mark.parametrize("name", ["textbook", "sigmoid neuron", "fan-out"])
+def test_formula_labels_fit_with_a_system_dot(name):
+    svg = draw(formulas()[name], "svg", dot=system_dot())
+    assert svggeom.problems(svg) == []
+
+
 def test_traced_transformer_labels_fit_their_boxes(models):
     trace = models["transformer block"]
     svg = draw(trace, "svg")

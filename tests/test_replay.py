@@ -86,6 +86,16 @@ def test_every_frame_has_the_same_layout(formula, values):
         assert ET.fromstring(svg).get("width") == ET.fromstring(svgs[0]).get("width")
 
 
+def test_every_frame_has_the_same_layout_with_a_system_dot():
+    from .test_pictures import system_dot
+
+    dot = system_dot()
+    from backtrace.render.options import Options
+
+    svgs = frames(explain(FANOUT[0], **FANOUT[1]), Options(dot=dot))
+    assert all(node_boxes(svg) == node_boxes(svgs[0]) for svg in svgs)
+
+
 def test_html_icons_need_no_font_and_the_caption_shows_once():
     page = replay_html(explain(FANOUT[0], **FANOUT[1]))
     assert not re.search("[⏮⏭◀▶]", page)  # drawn as SVG paths instead
