@@ -25,7 +25,7 @@ from ..traces import Edge, Step, Trace
 STYLES = {"table": box.ROUNDED, "plain": None, "markdown": box.MARKDOWN}
 MAX_ROWS = 200  # beyond this a table shows its head and says how much it left out
 KINDS = ("text", "name", "number")  # how a column gives way: wraps, loses its middle, never
-MIN_NAME = 10  # a name is not cut shorter than this
+MIN_NAME = 14  # a name is not cut shorter than this (cross_entropy, AccumulateGrad stay whole)
 
 
 def elide(text: str, width: int) -> str:
@@ -117,14 +117,17 @@ class FitTable:
         if self.style == "markdown":  # data: never cut, | escaped so it stays one cell
             return self._build(list(range(len(self.columns))), self._natural(), "markdown")
         shown = list(range(len(self.columns)))
-        styles = [self.style, "plain", "tight"] if self.style == "table" else ["plain", "tight"]
+        styles = [self.style, "plain"] if self.style == "table" else ["plain"]
         while True:
-            for numbers in (False, True):
-                for style in styles:
-                    widths = self._shrink(shown, width - _overhead(style, len(shown)), numbers)
-                    if widths is not None:
-                        return self._build(shown, widths, style)
-            styles = ["plain", "tight"]
+            # Borders only while nothing wraps; then spaced columns (numbers wrapping if need
+            # be); one space apart only after that.
+            attempts = [(st, False) for st in styles if st != "plain"] + [
+                ("plain", False), ("plain", True), ("tight", False), ("tight", True)]
+            for style, numbers in attempts:
+                widths = self._shrink(shown, width - _overhead(style, len(shown)), numbers)
+                if widths is not None:
+                    return self._build(shown, widths, style)
+            styles = ["plain"]
             optional = [i for i in shown if self.columns[i].drop]
             if not optional:
                 return self._stacked(shown)
