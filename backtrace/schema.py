@@ -27,7 +27,11 @@ def read_file(path: str | os.PathLike) -> Any:
     limit = int(float(os.environ.get("BACKTRACE_MAX_TRACE_MB", MAX_MB)) * 1024 * 1024)
     try:
         with open(path, "rb") as f:  # read one byte past the limit: /dev/zero has no size
-            raw = f.read(limit + 1)
+            raw = f.read(min(limit + 1, 1 << 16))
+            if not raw.lstrip(b" \t\r\n").startswith(b"{"):  # not a trace: no need to read on
+                raise TraceFormatError(f"{path} is not a trace file (one is a JSON object, "
+                                       "starting with {)")
+            raw += f.read(limit + 1 - len(raw))
     except OSError as exc:
         raise TraceFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(raw) > limit:
