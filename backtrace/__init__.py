@@ -26,6 +26,7 @@ _LAZY = {
     "diff": "backtrace.rundiff:diff",
     "export": "backtrace.render.formats:export",
     "show": "backtrace.render.formats:show",
+    "show_ops": "backtrace.render.ops_view:show_ops",
     "trace": "backtrace.tracer:trace",
     "view": "backtrace.render.formats:view",
     "watch": "backtrace.training.watch:watch",

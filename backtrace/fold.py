@@ -5,44 +5,26 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LimitError, UsageError
+from .repeats import HIDE, Merge, VisibleGraph, compact_indices, find_merges, path_depth, visible_graph
 from .traces import Edge, Step, Trace, TraceNode
-from .values import is_tensor, norm, shape_of
+from .values import is_tensor, norm
+
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_TARGET", "HIDE", "Folding", "compact_indices", "fold",
+           "fold_if_needed", "needs_folding"]
 
 DEFAULT_TARGET = 150  # the default depth is the deepest that draws at most this many boxes
 DEFAULT_BUDGET = 1000  # past this, fold further rather than hand dot a graph it cannot lay out
-
-# --hide choices: name -> which nodes it removes (their inputs are wired to their consumers).
-HIDE: dict[str, Callable[[TraceNode], bool]] = {
-    "accumulate": lambda n: "AccumulateGrad" in (n.op, n.meta.get("torch_type")),
-    "constants": lambda n: n.kind == "const",
-}
-
-
-def path_depth(path: str) -> int:
-    """encoder.layers.0 -> 3; "" -> 0."""
-    return path.count(".") + 1 if path else 0
 
 
 def box_path(module: str, depth: int) -> str | None:
     """The depth-`depth` module a node with this module path folds into, or None when shallower."""
     comps = module.split(".") if module else []
     return ".".join(comps[:depth]) if len(comps) >= depth else None
-
-
-def compact_indices(indices: Sequence[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def combine(norms: Iterable[float | None]) -> float | None:
@@ -72,105 +54,6 @@ def fold_if_needed(trace: Trace, depth: int | None = None, hide: Sequence[str] =
 
 
 @dataclass
-class Merge:
-    """Sibling module instances with the same structure, drawn once as their first instance."""
-
-    parent: str
-    instances: list[str]  # paths, the representative first
-    alias: dict[str, str]  # node id in a later instance -> the same node in the representative
-    instance_of: dict[str, int]  # node id -> index into instances
-
-    @property
-    def depth(self) -> int:
-        return path_depth(self.instances[0])
-
-    @property
-    def title(self) -> str:
-        stem = self.instances[0].rpartition(".")[2]
-        indices = [int(p.rpartition(".")[2]) for p in self.instances]
-        head = f"{self.parent}." if self.parent else ""
-        return f"{head}{{{compact_indices(indices)}}}" if stem.isdigit() else head + stem
-
-
-@dataclass
-class VisibleGraph:
-    """The visible graph: hidden nodes removed and bridged, consumers indexed."""
-
-    trace: Trace
-    nodes: list[TraceNode]
-    inputs: dict[str, tuple[str, ...]]
-    consumers: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    by_id: dict[str, TraceNode] = field(default_factory=dict)
-    steps: dict[str, Step] = field(default_factory=dict)
-
-
-def visible_graph(trace: Trace, hide: Sequence[str]) -> VisibleGraph:
-    """Remove the hidden kinds of node, wiring each one's inputs to its consumers."""
-    unknown = [h for h in hide if h not in HIDE]
-    if unknown:
-        raise UsageError(f"cannot hide {', '.join(unknown)}: choose from {', '.join(HIDE)}")
-    preds = [HIDE[h] for h in hide]
-    resolved: dict[str, tuple[str, ...]] = {}
-    nodes, inputs = [], {}
-    for n in trace.nodes:  # topological, so a hidden node's inputs are resolved before it
-        ins = tuple(x for i in n.inputs for x in resolved.get(i, (i,)))
-        if n.id != trace.output and any(p(n) for p in preds):
-            resolved[n.id] = tuple(dict.fromkeys(ins))
-        else:
-            nodes.append(n)
-            inputs[n.id] = ins
-    g = VisibleGraph(trace, nodes, inputs)
-    g.by_id = {n.id: n for n in nodes}
-    for n in nodes:
-        for i in dict.fromkeys(inputs[n.id]):
-            g.consumers[i].append(n.id)
-    g.steps = {s.node: s for s in trace.steps}
-    return g
-
-
-def signature(g: VisibleGraph, members: list[TraceNode], prefix: str) -> tuple:
-    """The structure of a module instance: ops, relative module paths, wiring and shapes."""
-    pos = {n.id: k for k, n in enumerate(members)}
-    return tuple((n.op, n.kind, n.module[len(prefix):],
-                  "" if n.value is None or isinstance(n.value, (int, float)) else shape_of(n.value),
-                  tuple(pos.get(i, -1) for i in g.inputs[n.id])) for n in members)
-
-
-def find_merges(g: VisibleGraph) -> list[Merge]:
-    """Groups of numbered sibling modules (layers.0 ... layers.11) with identical structure."""
-    members: dict[str, list[TraceNode]] = defaultdict(list)
-    for n in g.nodes:
-        comps = n.module.split(".") if n.module else []
-        for k in range(1, len(comps) + 1):
-            if comps[k - 1].isdigit():
-                members[".".join(comps[:k])].append(n)
-    merges: list[Merge] = []
-    removed: set[str] = set()
-    families: dict[str, list[str]] = defaultdict(list)
-    for path in members:
-        families[path.rpartition(".")[0]].append(path)
-    for parent in sorted(families, key=lambda p: (path_depth(p), p)):
-        if any(parent == r or parent.startswith(r + ".") for r in removed):
-            continue  # inside an instance already drawn by its representative
-        paths = sorted(families[parent], key=lambda p: int(p.rpartition(".")[2]))
-        groups: dict[tuple, list[str]] = {}
-        for p in paths:
-            groups.setdefault(signature(g, members[p], p), []).append(p)
-        for same in groups.values():
-            if len(same) < 2:
-                continue
-            rep = [n.id for n in members[same[0]]]
-            alias, instance_of = {}, {i: 0 for i in rep}
-            for k, p in enumerate(same[1:], 1):
-                for n, r in zip(members[p], rep):
-                    alias[n.id] = r
-                    instance_of[n.id] = k
-            merges.append(Merge(parent, same, alias, instance_of))
-            removed.update(same[1:])
-    return merges
-
-
-@dataclass
 class Layout:
     """The graph folded at one depth: which element each node is drawn as."""
 
@@ -179,6 +62,15 @@ class Layout:
     order: list[str]  # element ids in drawing order
     box_members: dict[str, list[str]]  # box id -> the node ids folded into it (representative)
     merges: list[Merge]
+    owner: dict[str, dict[int, int]] = field(default_factory=dict)  # node -> {merge: instance}
+
+    def crossing(self, u: str, v: str) -> bool:
+        """True when u and v lie in different instances of one merged group (the chain between
+        blocks, not drawn: the representative stands for every instance)."""
+        mine, theirs = self.owner.get(u), self.owner.get(v)
+        if not mine or not theirs:
+            return False
+        return any(theirs.get(m, k) != k for m, k in mine.items())
 
 
 def box_id(path: str) -> str:
@@ -190,8 +82,11 @@ def layout(g: VisibleGraph, depth: int, merges: list[Merge]) -> Layout:
     """Fold every module at `depth` into a box and draw each repeated instance once."""
     applied = [m for m in merges if m.depth <= depth]
     alias: dict[str, str] = {}
-    for m in applied:  # outer merges first, so nested aliases compose
+    owner: dict[str, dict[int, int]] = defaultdict(dict)
+    for k, m in enumerate(applied):  # outer merges first, so nested aliases compose
         alias.update(m.alias)
+        for node_id, instance in m.instance_of.items():
+            owner[node_id][k] = instance
 
     def resolve(i: str) -> str:
         while i in alias:
@@ -206,20 +101,11 @@ def layout(g: VisibleGraph, depth: int, merges: list[Merge]) -> Layout:
         path = box_path(g.by_id[rep].module, depth)
         element = box_id(path) if path is not None else rep
         element_of[n.id] = element
-        if rep == n.id:  # later instances of a merged block are drawn by their representative
+        if rep == n.id:  # other instances of a merged block are drawn by their representative
             order[element] = None
             if path is not None:
                 box_members[element].append(n.id)
-    return Layout(depth, element_of, list(order), dict(box_members), applied)
-
-
-def crossing(merges: Sequence[Merge], u: str, v: str) -> bool:
-    """True when u and v lie in different instances of one merged group (the chain between blocks)."""
-    for m in merges:
-        a, b = m.instance_of.get(u), m.instance_of.get(v)
-        if a is not None and b is not None and a != b:
-            return True
-    return False
+    return Layout(depth, element_of, list(order), dict(box_members), applied, dict(owner))
 
 
 def boundary_norms(g: VisibleGraph, members: Sequence[str]) -> tuple[float | None, float | None, list[str]]:
@@ -252,74 +138,109 @@ def _in_grad(g: VisibleGraph, x: str, inside: set[str]) -> float | None:
     return None  # only statistics of several contributions: their sum's norm is unknown
 
 
+class Folding:
+    """A trace made ready to fold at any depth: hidden kinds removed and repeated blocks found once."""
+
+    def __init__(self, trace: Trace, hide: Sequence[str] = (), budget: int = DEFAULT_BUDGET) -> None:
+        self.g = visible_graph(trace, hide)
+        self.budget = budget
+        self.max_depth = max((path_depth(n.module) for n in self.g.nodes), default=0)
+        self.merges = find_merges(self.g)
+
+    def at(self, depth: int) -> Layout:
+        """The layout at `depth` (max_depth + 1 folds nothing)."""
+        return layout(self.g, min(depth, self.max_depth + 1), self.merges)
+
+    def choices(self, target: int = DEFAULT_TARGET) -> Iterator[Trace]:
+        """The default folding (the deepest with at most `target` boxes), then each shallower one."""
+        depth = self.max_depth + 1
+        lay = self.at(depth)
+        while len(lay.order) > target and depth > 1:
+            depth -= 1
+            lay = self.at(depth)
+        while True:
+            notes = []
+            if self.max_depth and lay.depth <= self.max_depth:
+                notes.append(f"folded at depth {lay.depth} of {self.max_depth} ({len(lay.order):,} "
+                             f"boxes from {len(self.g.nodes):,} nodes; --depth N to change)")
+            yield self.trace(lay, notes)
+            if lay.depth <= 1:
+                return
+            lay = self.at(lay.depth - 1)
+
+    def trace(self, lay: Layout, notes: list[str]) -> Trace:
+        """The folded Trace of a layout, refused past the budget."""
+        if len(lay.order) > self.budget:
+            raise LimitError(f"the graph has {len(lay.order):,} boxes even folded, over the budget "
+                             f"of {self.budget:,}, and no module structure left to fold: draw it "
+                             "anyway with `backtrace render trace.json --budget N` (dot may take "
+                             "minutes)")
+        notes = notes + [f"{m.title}: {len(m.instances)} blocks of the same structure, drawn once "
+                         f"(×{len(m.instances)})" for m in lay.merges]
+        return _folded_trace(self.g, lay, notes, self.max_depth)
+
+
 def fold(trace: Trace, depth: int | None = None, hide: Sequence[str] = (),
          budget: int = DEFAULT_BUDGET, target: int = DEFAULT_TARGET) -> Trace:
     """The trace with modules below `depth` folded into boxes (default: the deepest with at most
     `target` boxes), repeated blocks merged, `hide` kinds removed; folds further past `budget`."""
-    g = visible_graph(trace, hide)
-    max_depth = max((path_depth(n.module) for n in g.nodes), default=0)
-    merges = find_merges(g)
-    notes: list[str] = []
-    candidates = range(1, max_depth + 2)  # max_depth + 1 folds nothing
+    if depth is not None and depth < 1:
+        raise UsageError(f"--depth must be 1 or more, not {depth}")
+    folding = Folding(trace, hide, budget)
     if depth is None:
-        for d in reversed(candidates):
-            lay = layout(g, d, merges)
-            if len(lay.order) <= target:
-                break
-        if max_depth and lay.depth <= max_depth:
-            notes.append(f"folded at depth {lay.depth} of {max_depth} "
-                         f"({len(lay.order):,} boxes from {len(g.nodes):,} nodes; --depth N to change)")
-    else:
-        if depth < 1:
-            raise UsageError(f"--depth must be 1 or more, not {depth}")
-        lay = layout(g, min(depth, max_depth + 1), merges)
-        asked = len(lay.order)
-        while len(lay.order) > budget and lay.depth > 1:
-            lay = layout(g, lay.depth - 1, merges)
-        if lay.depth < min(depth, max_depth + 1):
-            notes.append(f"depth {depth} gives {asked:,} boxes, over the budget of {budget:,}: "
-                         f"folded at depth {lay.depth} instead")
-    if len(lay.order) > budget:
-        raise LimitError(f"the graph has {len(lay.order):,} boxes even folded, over the budget of "
-                         f"{budget:,}, and no module structure left to fold: draw it anyway with "
-                         "`backtrace render trace.json --budget N` (dot may take minutes)")
-    for m in lay.merges:
-        notes.append(f"{m.title}: {len(m.instances)} blocks of the same structure, drawn once (×"
-                     f"{len(m.instances)})")
-    return _folded_trace(g, lay, notes, max_depth)
+        return next(folding.choices(target))
+    lay = folding.at(depth)
+    asked = len(lay.order)
+    while len(lay.order) > budget and lay.depth > 1:
+        lay = folding.at(lay.depth - 1)
+    notes = []
+    if lay.depth < min(depth, folding.max_depth + 1):
+        notes.append(f"depth {depth} gives {asked:,} boxes, over the budget of {budget:,}: "
+                     f"folded at depth {lay.depth} instead")
+    return folding.trace(lay, notes)
 
 
-def _folded_trace(g: VisibleGraph, lay: Layout, notes: list[str], max_depth: int) -> Trace:
+def _folded_inputs(g: VisibleGraph, lay: Layout) -> dict[str, list[str]]:
+    """Element -> the elements it takes input from (a box: each once, in order of first use)."""
     element_of = lay.element_of
-    merged_title = {m.instances[0]: m for m in lay.merges}
-    inputs: dict[str, list[str]] = defaultdict(list)
+    inputs: dict[str, dict[str, None]] = defaultdict(dict)
+    ordered: dict[str, list[str]] = defaultdict(list)
     for n in g.nodes:
         v = element_of[n.id]
         own = v == n.id  # an unfolded node that is its own element keeps its inputs in order
         for u in g.inputs[n.id]:
             eu = element_of.get(u)
-            if eu is None or eu == v or crossing(lay.merges, u, n.id):
+            if eu is None or eu == v or lay.crossing(u, n.id):
                 continue
-            if own or eu not in inputs[v]:
-                inputs[v].append(eu)
+            if own:
+                ordered[v].append(eu)
+            elif eu not in inputs[v]:
+                inputs[v][eu] = None
+    return {**{v: list(ins) for v, ins in inputs.items()}, **ordered}
+
+
+def _folded_trace(g: VisibleGraph, lay: Layout, notes: list[str], max_depth: int) -> Trace:
+    element_of = lay.element_of
+    merged = {m.representative: m for m in lay.merges}
+    inputs = _folded_inputs(g, lay)
     nodes: list[TraceNode] = []
     for element in lay.order:
         if element in lay.box_members:
-            nodes.append(_box(g, lay, element, inputs[element], merged_title))
+            nodes.append(_box(g, lay, element, inputs.get(element, []), merged))
         else:
             n = g.by_id[element]
-            nodes.append(TraceNode(n.id, n.op, tuple(inputs[element]), n.expr, n.value, n.grad,
-                                   n.kind, n.meta))
+            nodes.append(TraceNode(n.id, n.op, tuple(inputs.get(element, ())), n.expr, n.value,
+                                   n.grad, n.kind, n.meta))
     steps = []
     for s in g.trace.steps:
         if element_of.get(s.node) != s.node:
             continue
         edges = tuple(Edge(e.slot, element_of[e.input], e.local, e.rule, e.contribution, e.note)
                       for e in s.edges if e.input in element_of
-                      and element_of[e.input] != s.node and not crossing(lay.merges, e.input, s.node))
+                      and element_of[e.input] != s.node and not lay.crossing(e.input, s.node))
         steps.append(Step(len(steps), s.node, s.upstream, edges, s.meta))
-    clusters = {m.instances[0]: f"{m.title} ×{len(m.instances)}" for m in lay.merges
-                if path_depth(m.instances[0]) < lay.depth}
+    clusters = {m.representative: f"{m.title} ×{len(m.instances)}" for m in lay.merges
+                if m.depth < lay.depth}
     meta = {**g.trace.meta, "fold": {"depth": lay.depth, "max_depth": max_depth,
                                      "boxes": len(nodes), "nodes": len(g.nodes), "notes": notes,
                                      "clusters": clusters}}
@@ -333,8 +254,10 @@ def _box(g: VisibleGraph, lay: Layout, element: str, inputs: list[str], merged: 
     merge = merged.get(path)
     instances = []
     if merge is not None:
-        for p in merge.instances:
-            ids = [n.id for n in g.nodes if n.module == p or n.module.startswith(p + ".")]
+        by_instance: list[list[str]] = [[] for _ in merge.instances]
+        for node_id, k in merge.instance_of.items():
+            by_instance[k].append(node_id)
+        for p, ids in zip(merge.instances, by_instance):
             grad_in, grad_out, _ = boundary_norms(g, ids)
             instances.append({"path": p, "grad_in": grad_in, "grad_out": grad_out})
     grad_in, grad_out, outs = boundary_norms(g, members)

@@ -3,17 +3,17 @@ renderer reads it; values may be floats (reference engine), tensor statistics or
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
+from .codec import decode, encode, encode_meta
 from .errors import TraceFormatError
-from .values import TensorStats
+from .schema import SCHEMA, parse_json, read, read_file
+from .values import describe
 
-SCHEMA = "backtrace.trace/1"
+__all__ = ["SCHEMA", "Edge", "LazySeq", "Step", "Trace", "TraceNode", "decode", "encode", "load"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ class LazySeq(Sequence):
     def __iter__(self) -> Iterator[Any]:
         return (self[i] for i in range(self._length))
 
+    def __repr__(self) -> str:
+        return f"<{self._length:,} items, built when read>"
+
 
 @dataclass(frozen=True, eq=False)
 class Trace:
@@ -146,7 +149,7 @@ class Trace:
             "output": self.output,
             "value": encode(self.value),
             "grads": {k: encode(v) for k, v in self.grads.items()},
-            "meta": encode(self.meta),
+            "meta": encode_meta(self.meta),
             "nodes": [_node_dict(n) for n in self.nodes],
             "steps": [_step_dict(s) for s in self.steps],
         }
@@ -181,48 +184,38 @@ class Trace:
 
     @classmethod
     def from_dict(cls, data: Any) -> Trace:
-        """Rebuild a trace from `to_dict` output, refusing other schemas with a clear error."""
-        if not isinstance(data, dict) or not isinstance(data.get("schema"), str):
-            raise TraceFormatError("not a backtrace trace: no 'schema' key")
-        name, _, version = data["schema"].partition("/")
-        if name != "backtrace.trace" or not version.isdigit():
-            raise TraceFormatError(f"unknown schema {data['schema']!r}")
-        if int(version) > int(SCHEMA.rsplit("/", 1)[1]):
-            raise TraceFormatError(f"trace schema {data['schema']} is newer than this backtrace "
-                                   f"reads ({SCHEMA}); upgrade backtrace")
-        try:
-            nodes = tuple(TraceNode(n["id"], n["op"], tuple(n["inputs"]), n.get("expr", ""),
-                                    decode(n.get("value")), decode(n.get("grad")),
-                                    n.get("kind", "op"), decode(n.get("meta", {})))
-                          for n in data["nodes"])
-            steps = tuple(Step(s["index"], s["node"], decode(s.get("upstream")),
-                               tuple(Edge(e["slot"], e["input"], decode(e.get("local")),
-                                          e.get("rule", ""), decode(e.get("contribution")),
-                                          e.get("note", "")) for e in s["edges"]),
-                               decode(s.get("meta", {})))
-                          for s in data["steps"])
-            return cls(data["engine"], data["output"], nodes, steps, decode(data.get("meta", {})))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TraceFormatError(f"malformed trace: {type(exc).__name__}: {exc}") from None
+        """Rebuild a trace from `to_dict` output, checked strictly (backtrace.schema): other
+        schemas, wrong types, missing nodes, duplicate ids and cycles are one-line errors."""
+        content = read(data)
+        nodes = tuple(TraceNode(*n) for n in content["nodes"])
+        steps = tuple(Step(index, node, upstream, tuple(Edge(*e) for e in edges), meta)
+                      for index, node, upstream, edges, meta in content["steps"])
+        return cls(content["engine"], content["output"], nodes, steps, content["meta"])
 
     @classmethod
     def from_json(cls, text: str) -> Trace:
         """Parse JSON text written by `to_json`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TraceFormatError(f"not JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text))
+
+    def __repr__(self) -> str:
+        value = self.value if self.nodes and self.output in self._index else None
+        shown = describe(value) if value is not None else "—"
+        return (f"<Trace {self.engine}: {self.output} = {shown}, {len(self.nodes):,} nodes, "
+                f"{len(self.steps):,} backward steps>")
+
+    def __str__(self) -> str:
+        """The tables `backtrace explain` or `backtrace trace` prints, as plain text."""
+        return self.display.text(self)
 
 
 def load(path: str | os.PathLike) -> Trace:
-    """Read a trace file written by `Trace.to_json` (or `-o trace.json`), with one-line errors."""
+    """Read a trace file written by `Trace.to_json` (or `-o trace.json`), with one-line errors:
+    checked like `from_dict`, and refused past a size limit (backtrace.schema.MAX_MB)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") \
-            from None
-    return Trace.from_json(text)
+        return Trace.from_dict(read_file(path))
+    except TraceFormatError as exc:
+        message = str(exc)
+        raise TraceFormatError(message if str(path) in message else f"{path}: {message}") from None
 
 
 def _same(a: Sequence, b: Sequence) -> bool:
@@ -250,78 +243,13 @@ def _equal(x: Any, y: Any) -> bool:
 
 def _node_dict(n: TraceNode) -> dict:
     return {"id": n.id, "op": n.op, "kind": n.kind, "inputs": list(n.inputs), "expr": n.expr,
-            "value": encode(n.value), "grad": encode(n.grad), "meta": encode(n.meta)}
+            "value": encode(n.value), "grad": encode(n.grad), "meta": encode_meta(n.meta)}
 
 
 def _step_dict(s: Step) -> dict:
-    return {"index": s.index, "node": s.node, "upstream": encode(s.upstream), "meta": encode(s.meta),
+    # Steps are numbered from 1 in a file, as in every table and picture (Step.index is the
+    # step's position in trace.steps, from 0).
+    return {"index": s.index + 1, "node": s.node, "upstream": encode(s.upstream),
+            "meta": encode_meta(s.meta),
             "edges": [{"slot": e.slot, "input": e.input, "local": encode(e.local), "rule": e.rule,
                        "contribution": encode(e.contribution), "note": e.note} for e in s.edges]}
-
-
-_SPECIAL = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-def encode(v: Any) -> Any:
-    """A value as JSON data: floats stay numbers (non-finite ones become tagged strings)."""
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else {"float": repr(v)}
-    if isinstance(v, TensorStats):
-        return {"stats": {"shape": list(v.shape), "dtype": v.dtype,
-                          **{k: encode(x) for k, x in zip(v.NUMBERS, v.numbers())}}}
-    if isinstance(v, dict):
-        return {"dict": {str(k): encode(x) for k, x in v.items()}}
-    if isinstance(v, list) and _nested_numbers(v):  # a formula's tensor: nested JSON arrays
-        return [encode(x) for x in v]
-    if isinstance(v, (list, tuple)):
-        return {"list": [encode(x) for x in v]}
-    if type(v).__module__.startswith("torch"):
-        dense = v.detach().cpu()
-        if str(dense.layout) != "torch.strided":  # sparse gradients (nn.Embedding(sparse=True))
-            dense = dense.to_dense()
-        return {"tensor": {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape),
-                           "data": [encode(x) for x in dense.double().flatten().tolist()]}}
-    return {"text": str(v)}
-
-
-def _nested_numbers(v: list) -> bool:
-    """True for nested lists of numbers: how the formula engines hold a tensor."""
-    stack = [v]
-    while stack:
-        level = stack.pop()
-        if not level:
-            return False
-        for x in level:
-            if isinstance(x, list):
-                stack.append(x)
-            elif isinstance(x, bool) or not isinstance(x, (int, float)):
-                return False
-    return True
-
-
-def decode(d: Any) -> Any:
-    """Inverse of `encode`."""
-    if isinstance(d, list):
-        return [decode(x) for x in d]
-    if not isinstance(d, dict):
-        return d
-    (tag, body), = d.items() if len(d) == 1 else ((None, None),)
-    if tag == "float":
-        return _SPECIAL[body]
-    if tag == "stats":
-        return TensorStats.of(body["shape"], body["dtype"],
-                              [decode(body[k]) for k in TensorStats.NUMBERS])
-    if tag == "dict":
-        return {k: decode(x) for k, x in body.items()}
-    if tag == "list":
-        return tuple(decode(x) for x in body)
-    if tag == "tensor":
-        import torch
-
-        data = torch.tensor([decode(x) for x in body["data"]], dtype=torch.float64)
-        return data.to(getattr(torch, body["dtype"])).reshape(body["shape"])
-    if tag == "text":
-        return body
-    raise TraceFormatError(f"unknown value encoding {d!r}")

@@ -54,9 +54,22 @@ def format_number(v: float | None) -> str:
     return f"{v:.6g}"
 
 
+def format_complex(z: complex) -> str:
+    """0.646-0.123j: both parts short, as Python writes complex numbers."""
+    imag = format_number(abs(z.imag))
+    return f"{format_number(z.real)}{'-' if z.imag < 0 or str(z.imag).startswith('-') else '+'}{imag}j"
+
+
 def is_tensor(v: Any) -> bool:
     """True for torch tensors, detected without importing torch."""
     return type(v).__module__.startswith("torch") and hasattr(v, "shape")
+
+
+def dense(v: Any) -> Any:
+    """A tensor detached and strided: sparse ones (nn.Embedding(sparse=True)'s gradient) densified,
+    since flatten, norm and friends are not defined for every layout."""
+    t = v.detach()
+    return t.to_dense() if str(t.layout) != "torch.strided" else t
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -102,12 +115,13 @@ def norm(v: Any) -> float | None:
     """The Euclidean norm of a value, whatever its representation; None when there is none."""
     if v is None or isinstance(v, bool):
         return None
-    if isinstance(v, (int, float)):
-        return abs(float(v))
+    if isinstance(v, (int, float, complex)):
+        return abs(v) if isinstance(v, complex) else abs(float(v))
     if isinstance(v, TensorStats):
         return float(v.norm)
     if is_tensor(v):
-        return float(v.detach().double().norm())
+        t = dense(v)
+        return float((t.abs() if t.is_complex() else t).double().norm())
     if isinstance(v, (tuple, list)):
         parts = [norm(x) for x in v]
         known = [p for p in parts if p is not None]
@@ -122,10 +136,15 @@ def numbers(v: Any) -> list[float] | None:
         return None
     if isinstance(v, (bool, int, float)):
         return [float(v)]
+    if isinstance(v, complex):
+        return [v.real, v.imag]
     if isinstance(v, TensorStats):
         return [float(x) for x in v.numbers()]
     if is_tensor(v):
-        return [float(x) for x in v.detach().cpu().double().flatten().tolist()]
+        t = dense(v).cpu()
+        if t.is_complex():  # real and imaginary parts, element by element
+            return [float(x) for z in t.flatten().tolist() for x in (z.real, z.imag)]
+        return [float(x) for x in t.double().flatten().tolist()]
     if isinstance(v, (list, tuple)):
         out: list[float] = []
         for x in v:
@@ -150,6 +169,8 @@ def describe(v: Any, *, absmax: bool = False, listed: int = 1, slots: bool = Fal
         return format_number(v)
     if isinstance(v, list):
         return _describe_nested(v, absmax, listed)
+    if isinstance(v, complex):
+        return format_complex(v)
     if isinstance(v, tuple):
         parts = [describe(x, absmax=absmax, listed=listed) for x in v]
         return "; ".join(f"{k}: {p}" for k, p in enumerate(parts)) if slots else ", ".join(parts)
@@ -158,12 +179,18 @@ def describe(v: Any, *, absmax: bool = False, listed: int = 1, slots: bool = Fal
             return format_number(v.mean)
         size, top = v.norm, v.absmax
     elif is_tensor(v):
-        flat = v.detach()
+        flat = dense(v)
+        if flat.is_complex():
+            if flat.numel() <= max(listed, 1):
+                items = [format_complex(x) for x in flat.flatten().tolist()]
+                return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
+            flat = flat.abs()
         if flat.numel() <= max(listed, 1):
             items = [format_number(x) for x in flat.double().flatten().tolist()]
             return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
         flat = flat.double()
-        size, top = float(flat.norm()), float(flat.abs().max())
+        size = float(flat.norm())
+        top = float(flat.abs().max()) if flat.numel() else 0.0
     else:
         return str(v)
     text = f"{shape_text(v.shape)} ‖·‖={format_number(size)}"

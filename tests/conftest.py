@@ -28,7 +28,9 @@ def run_example(name: str) -> str:
 
 
 def render_text(renderable, width: int = 100) -> str:
-    """What a renderable prints on a plain 100-column console."""
+    """What a renderable prints on a plain 100-column console (text, such as Markdown, as it is)."""
+    if isinstance(renderable, str):
+        return renderable
     console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(renderable)
     return console.file.getvalue()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -117,35 +118,82 @@ def test_python_m_backtrace_and_no_torch_at_startup():
     assert "explain" in done.stdout
 
 
-def test_step_mode_on_a_terminal_waits_for_enter_between_steps():
-    """Drive `--step` through a pseudo-terminal: each Enter reveals one more backward step."""
-    import os
-    import pty
-    import select
+class Terminal:
+    """The CLI on a pseudo-terminal (stdin and stdout both a tty): read what it shows, press keys."""
 
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the CLI with a terminal on stdin and stdout
-        os.environ["COLUMNS"] = "120"
-        os.execv(sys.executable, [sys.executable, "-m", "backtrace", *LECTURE, "--step",
-                                  "--format", "plain"])
-    seen = b""
+    def __init__(self, *args: str) -> None:
+        import os
+        import pty
 
-    def read_until(marker: bytes) -> None:
-        nonlocal seen
-        while marker not in seen:
-            ready, _, _ = select.select([fd], [], [], 20)
-            assert ready, f"timed out waiting for {marker!r}; got {seen[-300:]!r}"
-            seen += os.read(fd, 65536)
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # child
+            os.environ["COLUMNS"] = "120"
+            os.execv(sys.executable, [sys.executable, "-m", "backtrace", *args])
+        self.seen = b""
 
-    read_until(b"step 0/2")
-    assert "∂f/∂%0".encode() not in seen and b"-12" in seen  # forward shown, no backward yet
-    os.write(fd, b"\n")
-    read_until(b"step 1/2")
-    assert "∂f/∂%0 = z".encode() in seen and "∂%0/∂x".encode() not in seen
-    os.write(fd, b"\n")
-    read_until(b"step 2/2")
-    assert "∂%0/∂x = 1".encode() in seen
-    os.write(fd, b"\n")
-    read_until("∂f/∂z = ∂f/∂z = (3) = 3".encode())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    def read_until(self, marker: bytes) -> bytes:
+        """Everything shown from now until `marker` appears (marker included)."""
+        import os
+        import select
+
+        start = len(self.seen)
+        while marker not in self.seen[start:]:
+            ready, _, _ = select.select([self.fd], [], [], 20)
+            assert ready, f"timed out waiting for {marker!r}; got {self.seen[-300:]!r}"
+            self.seen += os.read(self.fd, 65536)
+        return self.seen[start:]
+
+    def press(self, key: bytes) -> None:
+        import os
+
+        os.write(self.fd, key)
+
+    def finish(self) -> tuple[int, bytes]:
+        """The exit code, and what was shown after the last read."""
+        import os
+
+        rest = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            rest += chunk
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status), rest
+
+
+def test_step_mode_reveals_gradients_one_key_at_a_time():
+    """`--step` in a pseudo-terminal: a key (no Enter) reveals one more backward step, and no
+    gradient is shown before the step that computes it."""
+    def gradients(shown: bytes) -> dict[str, str]:  # the forward table's gradient column
+        text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode()).split("Backward pass")[0]
+        return {line.split()[0]: line.split()[-1] for line in text.splitlines()
+                if line.split() and line.split()[0] in ("x", "y", "z", "%0", "f")}
+
+    term = Terminal(*LECTURE, "--step", "--format", "plain")
+    first = term.read_until(b"step 0 of 2")
+    assert b"-12" in first and "∂f/∂%0".encode() not in first  # the forward pass, no step yet
+    assert gradients(first) == {"x": "pending", "y": "pending", "z": "pending", "%0": "pending",
+                                "f": "1"}
+    term.press(b"n")
+    second = term.read_until(b"step 1 of 2")
+    assert "∂f/∂%0 = z".encode() in second and "∂%0/∂x".encode() not in second
+    assert gradients(second) == {"x": "pending", "y": "pending", "z": "3", "%0": "-4", "f": "1"}
+    term.press(b" ")  # the last step: the whole pass at once, no further key
+    rest = term.read_until("∂f/∂z = ∂f/∂z = (3) = 3".encode())
+    assert b"pending" not in rest.split(b"Forward pass")[-1]
+    code, after = term.finish()
+    assert code == 0 and b"engines agree" in rest + after and b"step 2 of 2" not in rest + after
+
+
+def test_step_mode_quits_at_once_on_q_and_prints_nothing_more():
+    term = Terminal(*LECTURE, "--step")
+    term.read_until(b"q to quit")
+    term.press(b"q")  # no Enter
+    code, after = term.finish()
+    assert code == 0
+    assert b"Torch engine" not in after and b"engines agree" not in after
+    assert after.strip(b"\r\n ") == b""  # nothing after the prompt but the line end

@@ -98,15 +98,21 @@ def test_tensor_values_show_shape_and_norm():
         f'<[3×4]<BR/><FONT COLOR="{GRAD_COLOUR}">∂ [3×4] ‖·‖=5</FONT>>'
 
 
-def test_norm_colour_is_logarithmic():
-    scale = (1e-6, 1e2)
-    assert norm_colour(1e-6, scale) == NORM_PALETTE[0]  # vanishing: pale
-    assert norm_colour(1e2, scale) == NORM_PALETTE[-1]  # exploding: deep red
-    mid = math.sqrt(1e-6 * 1e2)  # the geometric mean lands in the middle of the bar
-    assert norm_colour(mid, scale) == NORM_PALETTE[len(NORM_PALETTE) // 2]
-    assert norm_colour(0.0, scale) is None and norm_colour(None, scale) is None
-    assert "log scale" in legend_label("backward", scale)
-    assert all(c in legend_label("backward", scale) for c in NORM_PALETTE)
+def test_norm_colour_is_one_colour_per_decade_on_a_fixed_scale():
+    # Hand-placed: a gradient of norm 1 is in the middle decade [1, 10); below 1e-3 is the palest
+    # (vanishing); from 1e4 on the deepest red (exploding).
+    assert norm_colour(1.0) == norm_colour(9.99) == NORM_PALETTE[4]
+    assert norm_colour(0.5) == NORM_PALETTE[3] and norm_colour(10.0) == NORM_PALETTE[5]
+    assert norm_colour(1e-3) == NORM_PALETTE[1] and norm_colour(9e-4) == norm_colour(1e-30) == NORM_PALETTE[0]
+    assert norm_colour(1e3) == NORM_PALETTE[7] and norm_colour(1e4) == norm_colour(1e300) == NORM_PALETTE[8]
+    assert norm_colour(0.0) is None and norm_colour(None) is None and norm_colour(math.inf) is None
+    legend = legend_label("backward", True)
+    assert all(c in legend for c in NORM_PALETTE) and "one colour per decade" in legend
+    assert [t in legend for t in ("&lt;1e-3", ">1<", "≥1e4")] == [True, True, True]
+    assert "3-D: folded modules" not in legend and "3-D: folded modules" in legend_label(
+        "backward", True, folded=True)
+    assert "upstream × local = contribution" in legend_label("backward", False)
+    assert "local Jacobian" in legend_label("backward", True, tensors=True)
 
 
 def test_replay_frames_fill_gradients_in_execution_order():

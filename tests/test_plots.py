@@ -36,10 +36,11 @@ def test_learning_rate_chart_has_one_curve_per_rate(tmp_path):
     fig = descent_figure(runs)
     curves = gids(fig, "curve-")
     assert len(curves) == 3
+    top = 1e3 * 9.0  # a thousand times the highest starting loss, (0 - 3)**2
     for line, run in zip(curves, runs):
         ys = list(line.get_ydata())
         assert len(ys) == len(run.losses)
-        assert all(y == v or (math.isnan(y) and not abs(v) < 1e250) for y, v in zip(ys, run.losses))
+        assert all(y == v or (math.isnan(y) and not abs(v) <= top) for y, v in zip(ys, run.losses))
         assert run.label in line.get_label() and str(run.verdict) in line.get_label()
     assert len(gids(fig, "path-", 1)) == 3 and len(gids(fig, "function", 1)) == 1
     out = tmp_path / "rates.svg"
@@ -104,6 +105,49 @@ def test_watch_charts(tmp_path):
     fig = w.gradient_flow_figure()
     assert [line.get_gid() for line in gids(fig, "layer-")] == ["layer-0", "layer-2"]
     assert list(gids(fig, "layer-")[0].get_ydata()) == [s.layers["0"] for s in w.steps]
+
+
+def test_a_diverged_run_leaves_the_chart_instead_of_flattening_the_others():
+    runs = [descend("L = (w - 3)**2", {"w": 0.0}, lr=lr, steps=300, label=f"lr={lr:g}")
+            for lr in (0.0001, 0.01, 10)]
+    assert runs[2].losses[-1] > 1e200 or not math.isfinite(runs[2].losses[-1])  # it diverged
+    fig = descent_figure(runs)
+    low, high = fig.axes[0].get_ylim()
+    assert high < 1e5 and low < min(runs[1].losses) * 10  # the converging curves keep the scale
+    (mark,) = gids(fig, "off-chart-2")
+    first = next(k for k, v in enumerate(runs[2].losses) if not v <= 9e3)
+    assert list(mark.get_xdata()) == [first] and list(mark.get_ydata()) == [9e3]  # where it left
+    assert gids(fig, "off-chart-0") == [] and gids(fig, "off-chart-1") == []
+
+
+def test_overlapping_paths_are_told_apart():
+    runs = [descend("L = (x - 1)**2 + 10*(y + x)**2", {"x": -2.0, "y": 2.0}, lr=0.02, steps=20,
+                    optimizer=o, label=o) for o in ("sgd", "adam")]
+    sgd, adam = gids(descent_figure(runs), "path-", 1)
+    assert sgd.get_marker() != adam.get_marker() and sgd.get_linestyle() != adam.get_linestyle()
+    assert adam.get_markerfacecolor() == "none" and sgd.get_zorder() > adam.get_zorder()
+
+
+def test_watch_charts_number_steps_from_1_and_name_layer_types():
+    import torch
+
+    import backtrace
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x = torch.randn(16, 2)
+    with backtrace.watch(model, opt) as w:
+        for _ in range(3):
+            opt.zero_grad()
+            (model(x) ** 2).mean().backward()
+            opt.step()
+    assert [s.step for s in w.steps] == [1, 2, 3]
+    (curve,) = gids(w.loss_figure(), "curve-")
+    assert list(curve.get_xdata()) == [1, 2, 3]  # as the step table numbers them
+    flow = w.gradient_flow_figure()
+    assert [line.get_label() for line in gids(flow, "layer-")] == ["0 (Linear)", "2 (Linear)"]
+    assert list(gids(flow, "layer-")[0].get_xdata()) == [1, 2, 3]
 
 
 def test_save_refuses_unknown_suffix_and_leaves_no_temp_files(tmp_path):

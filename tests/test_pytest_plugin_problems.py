@@ -50,9 +50,10 @@ def test_a_sparse_gradient_at_level_full_is_shown_and_the_session_goes_on(pytest
     assert result.ret == 1  # tests failed; not 3 (internal error)
     parts = sections(out)
     sparse = parts["test_sparse_embedding_fails"]
-    # The table is still there: the embedding's step, with the cell it cannot show named.
-    assert "EmbeddingBackward0" in sparse and "(NotImplementedError)" in sparse
-    assert "saved " in sparse and "test_sparse_embedding_fails.json" in sparse
+    # The table is there: the embedding's step with its sparse gradient (rows 1, 2, 1 of a
+    # 10×3 table: ‖·‖ = sqrt(4·3 + 1·3)), and both files.
+    assert "EmbeddingBackward0" in sparse and "[10×3] ‖·‖=3.87298" in sparse
+    assert sparse.count("saved ") == 2 and "test_sparse_embedding_fails.json" in sparse
     # The dense test after it got its full report and both files.
     dense = parts["test_dense_fails"]
     assert "MulBackward0" in dense and dense.count("saved ") == 2

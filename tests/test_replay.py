@@ -14,7 +14,7 @@ from backtrace.errors import LimitError
 from backtrace.render import replay
 from backtrace.render.dot import ACTIVE_FILL
 from backtrace.render.explorer import explorer_html
-from backtrace.render.replay import frames, write_steps
+from backtrace.render.replay import frames, replay_html, write_steps
 
 from .conftest import TEXTBOOK
 from .pages import browser, console_errors, open_page, page_data
@@ -62,6 +62,44 @@ def test_one_svg_per_step_with_active_node_and_pending_gradients(tmp_path):
     last = node_groups(svgs[3])
     assert fill_of(last["a"]).lower() == ACTIVE_FILL
     assert texts_of(last["x"])[-1] == "(9) + (12) + (12) = 33"
+
+
+def node_boxes(svg: bytes) -> dict[str, str]:
+    """Each node's outline (its path or polygon coordinates), by DOT name."""
+    root = ET.fromstring(svg)
+    boxes = {}
+    for g in root.iter(f"{SVG}g"):
+        if g.get("class") == "node":
+            shape = next(e for e in g.iter() if e.tag in (f"{SVG}path", f"{SVG}polygon"))
+            boxes[g.find(f"{SVG}title").text] = shape.get("d") or shape.get("points")
+    return boxes
+
+
+@pytest.mark.parametrize("formula, values", [
+    FANOUT, ("1/(1+exp(-(w0*x0+w1*x1+w2)))", {"w0": 2, "x0": -1, "w1": -3, "x1": -2, "w2": -3})])
+def test_every_frame_has_the_same_layout(formula, values):
+    svgs = frames(explain(formula, **values))
+    first = node_boxes(svgs[0])
+    assert len(first) >= 5
+    for k, svg in enumerate(svgs[1:], 1):
+        assert node_boxes(svg) == first, f"frame {k} moved a node"
+        assert ET.fromstring(svg).get("width") == ET.fromstring(svgs[0]).get("width")
+
+
+def test_every_frame_has_the_same_layout_with_a_system_dot():
+    from .test_pictures import system_dot
+
+    dot = system_dot()
+    from backtrace.render.options import Options
+
+    svgs = frames(explain(FANOUT[0], **FANOUT[1]), Options(dot=dot))
+    assert all(node_boxes(svg) == node_boxes(svgs[0]) for svg in svgs)
+
+
+def test_html_icons_need_no_font():
+    page = replay_html(explain(FANOUT[0], **FANOUT[1]))
+    assert not re.search("[⏮⏭◀▶]", page)  # the buttons are drawn as SVG paths (BT.ICONS)
+    assert "BT.ICONS" in page
 
 
 def test_steps_through_the_cli(tmp_path):

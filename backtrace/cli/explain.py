@@ -1,6 +1,8 @@
 """`backtrace explain`: a formula forward and backward, step by step."""
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import textwrap
 
@@ -42,8 +44,8 @@ _LANGUAGE = (
 @seed_option
 @format_option
 @click.option("--step", is_flag=True,
-              help="Reveal the backward pass one step at a time (Enter: next). Ignored when "
-                   "stdin is not a terminal.")
+              help="Reveal the backward pass one step at a time: any key shows the next step, "
+                   "q quits. Ignored when stdin is not a terminal.")
 @output_option
 @steps_option
 @dot_option
@@ -71,25 +73,55 @@ def explain(formula: str | None, values: tuple[str, ...], formula_file: str | No
     write_outputs(result.trace, outputs, steps_dir, dot=dot)
     fmt = fmt or ("table" if is_terminal() else "plain")
     if step and sys.stdin.isatty() and fmt in ("table", "plain"):
-        _step_through(result.trace, fmt, console())
+        if not _step_through(result.trace, fmt, console()):
+            return  # the user quit: nothing more
     else:
         print_view(result.trace, fmt)
     if fmt in ("table", "plain", "markdown"):  # other formats are data: the verdicts are in json
         _print_check(result, fmt)
 
 
-def _step_through(trace, fmt: str, out) -> None:
-    """Redraw the view with one more backward step per Enter; 'q' stops."""
+QUIT = ("q", "Q", "\x03", "\x04", "\x1b")  # q, Ctrl-C, Ctrl-D, Escape
+
+
+def _step_through(trace, fmt: str, out) -> bool:
+    """Redraw the view with one more backward step per key press (no Enter needed); gradients
+    appear only once computed. Returns False when the user quit (q, Escape, Ctrl-C or Ctrl-D)."""
     from ..render.terminal import ExplainView
 
-    for upto in range(len(trace.steps) + 1):
-        out.clear()
-        out.print(ExplainView(trace, fmt, upto))
-        prompt = f"step {upto}/{len(trace.steps)}: Enter for the next step, q to quit "
-        if input(prompt).strip().lower() == "q":
-            return
+    total = len(trace.steps)
+    with _keys() as read_key:
+        for upto in range(total):
+            out.clear()
+            out.print(ExplainView(trace, fmt, upto))
+            out.print(f"step {upto} of {total}: any key for step {upto + 1}, q to quit ", end="",
+                      highlight=False, markup=False)
+            key = read_key()
+            out.print()
+            if key in QUIT:
+                return False
     out.clear()
-    out.print(ExplainView(trace, fmt))
+    out.print(ExplainView(trace, fmt))  # the whole pass, with the chain rule along every path
+    return True
+
+
+@contextlib.contextmanager
+def _keys():
+    """A reader of single key presses: the terminal in cbreak mode for the whole step-through, so
+    a key pressed as soon as the prompt shows is read at once, without Enter."""
+    try:
+        import termios
+        import tty
+    except ImportError:  # not a POSIX terminal
+        yield click.getchar
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield lambda: os.read(fd, 1).decode(errors="replace")
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _print_check(result, fmt: str) -> None:
@@ -99,7 +131,14 @@ def _print_check(result, fmt: str) -> None:
 
     out = console()
     if result.torch is not None and result.reference is not None:
-        out.print(EngineCheck(result.reference, result.torch, result.verdicts, fmt))
+        check = EngineCheck(result.reference, result.torch, result.verdicts, fmt)
+        if fmt == "markdown":  # as text: a terminal's width must not cut a Markdown row
+            from ..render import to_text
+            from ..render.console import PIPE_WIDTH
+
+            click.echo(to_text(check, width=PIPE_WIDTH))
+        else:
+            out.print(check)
     for verdict in result.verdicts:
         colour = "green" if verdict.agree else "red"
         click.echo(click.style(verdict.line(), fg=colour, bold=True) if out.is_terminal

@@ -10,9 +10,6 @@ def ops() -> None:
 
     Each row is one entry of backtrace's op table, the same table the parser, the engines and
     the renderers read."""
-    from ..render.ops_view import constants_line, ops_table
-    from ..render.console import console, is_terminal
+    from ..render.ops_view import show_ops
 
-    out = console()
-    out.print(ops_table("table" if is_terminal() else "plain"))
-    out.print(constants_line(), highlight=False)
+    show_ops()

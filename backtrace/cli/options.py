@@ -170,7 +170,8 @@ def print_view(trace, fmt: str | None, **options) -> None:
 
 
 def drawing_options(f):
-    """--depth --hide --budget --mode --colour --dot --timeout: how a picture of a trace is drawn."""
+    """--depth --hide --budget --mode --colour --direction --dot --timeout: how a picture of a
+    trace is drawn (each also a keyword of backtrace.export and Trace.to_graphviz)."""
     for option in reversed((
         click.option("--depth", type=click.IntRange(1), default=None,
                      help="Fold each module N levels deep, with all it holds, into one box "
@@ -184,8 +185,12 @@ def drawing_options(f):
         click.option("--mode", type=click.Choice(["backward", "forward"]), default="backward",
                      show_default=True, help="forward: values only; backward: gradients too."),
         click.option("--colour", "--color", "colour", type=click.Choice(["grad", "kind"]),
-                     default=None, help="Fill nodes by gradient norm (log scale) or by kind "
-                                        "(default: grad for tensors)."),
+                     default=None, help="Fill nodes by gradient norm (one colour per decade, "
+                                        "the same in every picture) or by kind (default: grad "
+                                        "for tensors)."),
+        click.option("--direction", type=click.Choice(["auto", "LR", "TB"]), default="auto",
+                     show_default=True, help="LR: left to right; TB: top to bottom; auto: the "
+                                             "one (and the folding depth) that fits a screen."),
         dot_option,
         click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
                      help="Give up on a layout after this many seconds (default 60)."),

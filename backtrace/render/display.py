@@ -18,12 +18,24 @@ class Display:
         .render()/.pipe() use backtrace's Graphviz; options as backtrace.render.options.Options."""
         from .dot import to_graphviz
         from .draw import prepare
+        from .fit import direction_of
         from .layout import use
         from .options import Options
 
         o = Options.of(mode=mode, **options)
         use(o.dot)  # graphviz.Digraph.render() finds the embedded engine even in a fresh kernel
-        return to_graphviz(prepare(trace, o), o.mode, step=step, colour=o.colour, folding=False)
+        drawn = prepare(trace, o)
+        return to_graphviz(drawn, o.mode, step=step, colour=o.colour, folding=False,
+                           direction=direction_of(drawn, o))
+
+    def text(self, trace: Trace) -> str:
+        """The trace's tables as plain text, as wide as the terminal (`print(trace)`)."""
+        import shutil
+
+        from . import to_text
+        from .formats import view
+
+        return to_text(view(trace, "plain"), width=shutil.get_terminal_size((100, 24)).columns)
 
     def svg(self, trace: Trace) -> str:
         """The trace's picture as SVG text."""

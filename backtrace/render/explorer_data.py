@@ -17,8 +17,9 @@ from ..fold import DEFAULT_BUDGET, VisibleGraph, boundary_norms, layout, \
 from ..ops import OPS
 from ..traces import Trace, TraceNode
 from ..values import TensorStats, describe, is_tensor, norm, shape_text
-from .dot import (ACTIVE_FILL, GRAD_COLOUR, KIND_FILL, NORM_PALETTE, PENDING_COLOUR, Frame,
-                  grad_cell, norm_scale, op_symbol, replay_caption)
+from .frames import Frame, replay_caption
+from .labels import (ACTIVE_FILL, DECADES, GRAD_COLOUR, KIND_FILL, NORM_PALETTE, PENDING_COLOUR,
+                     decade_labels, grad_cell, op_symbol)
 from .options import Options
 
 SCHEMA = "backtrace.explorer/1"
@@ -145,7 +146,9 @@ def initial_depth(g: VisibleGraph, depth: int | None, target: int = OPEN_TARGET,
 def style_data() -> dict:
     """The colours of the static pictures, so the page and the SVGs read the same."""
     return {"palette": list(NORM_PALETTE), "kindFill": dict(KIND_FILL), "grad": GRAD_COLOUR,
-            "pending": PENDING_COLOUR, "active": ACTIVE_FILL}
+            "pending": PENDING_COLOUR, "active": ACTIVE_FILL,
+            # one colour per decade, the same fixed scale as the pictures (labels.norm_colour)
+            "decades": {"first": DECADES[0], "labels": decade_labels()}}
 
 
 def page_data(trace: Trace, opts: Options) -> dict:
@@ -155,7 +158,7 @@ def page_data(trace: Trace, opts: Options) -> dict:
     for s in trace.steps:
         for e in s.edges:
             into[e.input].append(e)
-    scale, scalar = norm_scale(trace), trace.scalar
+    scalar = trace.scalar
     colour = opts.colour or ("kind" if scalar else "grad")
     budget = DEFAULT_BUDGET if opts.budget is None else opts.budget
     return {
@@ -164,7 +167,7 @@ def page_data(trace: Trace, opts: Options) -> dict:
                      or f"{trace.engine} trace of {trace.output}"),
         "engine": trace.engine, "scalar": scalar, "output": trace.output,
         "mode": opts.mode, "colour": colour, "depth": initial_depth(g, opts.depth, budget=budget),
-        "scale": list(scale) if scale else None, "style": style_data(),
+        "style": style_data(),
         "seedCaption": replay_caption(trace, Frame(0, None)),
         "nodes": [_node(g, n, into, scalar) for n in g.nodes],
         "steps": _steps(trace, g), "modules": _modules(g),

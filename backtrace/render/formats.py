@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..files import write_atomic
+from ..files import check_folder, check_writable, write_atomic
 from ..traces import Trace
 from .options import Options
 
@@ -69,18 +69,29 @@ def view(trace: Trace, name: str, opts: Options | None = None, **options: Any) -
     return f.make(_prepare(trace, o) if f.drawn else trace, o)
 
 
-def show(trace: Trace, name: str | None = None, opts: Options | None = None,
+def show(trace: Any, name: str | None = None, opts: Options | None = None,
          **options: Any) -> None:
-    """Print the trace in the named format, as the command line does (default: table on a
-    terminal, plain text elsewhere)."""
+    """Print a trace in the named format, as the command line does (default: table on a
+    terminal, plain text elsewhere). Given `backtrace.crosscheck.crosscheck(...)`'s result, print
+    what `backtrace explain` prints: the trace, the engines side by side, the verdicts."""
     from .console import console, is_terminal
 
-    shown = view(trace, name or ("table" if is_terminal() else "plain"), opts, **options)
+    name = name or ("table" if is_terminal() else "plain")
+    checked = trace if hasattr(trace, "verdicts") and hasattr(trace, "reference") else None
+    shown = view(checked.trace if checked else trace, name, opts, **options)
+    out = console()
     if isinstance(shown, (str, bytes)):
         text = shown.decode() if isinstance(shown, bytes) else shown
-        console().file.write(text if text.endswith("\n") else text + "\n")
+        out.file.write(text if text.endswith("\n") else text + "\n")
     else:
-        console().print(shown)
+        out.print(shown)
+    if checked is not None and name in ("table", "plain", "markdown"):
+        from .torch_table import EngineCheck
+
+        if checked.torch is not None and checked.reference is not None:
+            out.print(EngineCheck(checked.reference, checked.torch, checked.verdicts, name))
+        for verdict in checked.verdicts:  # whole lines, never wrapped: they are grepped
+            out.file.write(verdict.line() + "\n")
 
 
 def _prepare(trace: Trace, opts: Options) -> Trace:
@@ -98,11 +109,12 @@ def _file_data(made: Any) -> bytes | str:
     return to_text(made, width=PIPE_WIDTH) + "\n"
 
 
-def export(trace: Trace, path: str | os.PathLike, opts: Options | None = None,
-           **options: Any) -> Path:
-    """Write `trace` to `path` in the format its suffix names, atomically; options as `Options`."""
-    export_all(trace, [path], opts=opts, **options)
-    return Path(path)
+def export(trace: Trace, path: str | os.PathLike | None = None, opts: Options | None = None,
+           steps: str | os.PathLike | None = None, **options: Any) -> Path | None:
+    """Write `trace` to `path` in the format its suffix names, atomically (and the replay's
+    frames into folder `steps`); options as `Options`, the flags of `backtrace render`."""
+    export_all(trace, [path] if path is not None else [], steps=steps, opts=opts, **options)
+    return Path(path) if path is not None else None
 
 
 def export_all(trace: Trace, paths: Sequence[str | os.PathLike], steps: str | os.PathLike | None = None,
@@ -111,6 +123,10 @@ def export_all(trace: Trace, paths: Sequence[str | os.PathLike], steps: str | os
     checked and made before the first file is written. Returns what folding did, one line each."""
     o = Options.of(opts, **options)
     chosen = [(Path(p), by_suffix(p)) for p in paths]
+    for path, _ in chosen:  # a write that would fail fails now, before any file is written
+        check_writable(path)
+    if steps:
+        check_folder(steps)
     drawn = _prepare(trace, o) if steps or any(f.drawn for _, f in chosen) else None
     made = [(path, _file_data(f.make(drawn if f.drawn else trace, o))) for path, f in chosen]
     for path, data in made:
@@ -146,8 +162,12 @@ def _plain(trace: Trace, opts: Options) -> Any:
 
 @register("markdown", "Markdown pipe tables, for notes and course pages", suffixes=("md",),
           printable=True)
-def _markdown(trace: Trace, opts: Options) -> Any:
-    return _explain_or_torch(trace, "markdown", opts)
+def _markdown(trace: Trace, opts: Options) -> str:
+    from . import to_text
+    from .console import PIPE_WIDTH
+
+    # Text, not a renderable: a terminal's width must never wrap a Markdown table row.
+    return to_text(_explain_or_torch(trace, "markdown", opts), width=PIPE_WIDTH) + "\n"
 
 
 @register("json", 'the whole trace as JSON (schema backtrace.trace/1, with "value" and "grads")',

@@ -9,10 +9,10 @@ from . import tables
 
 def ops_table(style: str = "plain") -> Table:
     """Every op: its name, how it is written, its arity, its local derivatives, what it means."""
-    t = tables.table(("op", "written", "arity", "local derivatives", "meaning"), style,
-                     title="backtrace ops")
-    for column in t.columns[:-1]:
-        column.no_wrap = True
+    t = tables.table((tables.Col("op", no_wrap=True), "written",
+                      tables.Col("arity", True, "number", drop=2),
+                      tables.Col("local derivatives", no_wrap=True),
+                      tables.Col("meaning", drop=1)), style, title="backtrace ops")
     for op in OPS.values():
         names = operands(op.arity)
         spelled = [f"{name}({', '.join(names)})" for name in op.spellings if op.kind != CALL]
@@ -24,3 +24,12 @@ def ops_table(style: str = "plain") -> Table:
 def constants_line() -> str:
     """The named constants of the formula language, with their values."""
     return "constants: " + ", ".join(f"{k} = {v!r}" for k, v in CONSTANTS.items())
+
+
+def show_ops(style: str | None = None) -> None:
+    """Print what `backtrace ops` prints: every op with its derivative rules, and the constants."""
+    from .console import console, is_terminal
+
+    out = console()
+    out.print(ops_table(style or ("table" if is_terminal() else "plain")))
+    out.print(constants_line(), highlight=False)

@@ -10,6 +10,7 @@ from .layout import DEFAULT_TIMEOUT
 
 MODES = ("backward", "forward")
 COLOURS = ("grad", "kind")
+DIRECTIONS = ("auto", "LR", "TB")  # auto: whichever fits a screen (backtrace.render.fit)
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Options:
     colour: str | None = None  # fill by gradient norm ("grad") or by kind (None: grad for tensors)
     dot: str | None = None  # a Graphviz binary instead of the embedded engine
     timeout: float = DEFAULT_TIMEOUT  # seconds a layout may take
+    direction: str = "auto"  # LR: left to right; TB: top to bottom; auto: the one that fits
     module: str | None = None  # tables: only the nodes inside this module path
 
     def __post_init__(self) -> None:
@@ -30,6 +32,8 @@ class Options:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.colour is not None and self.colour not in COLOURS:
             raise UsageError(f"colour must be one of {', '.join(COLOURS)}, not {self.colour!r}")
+        if self.direction not in DIRECTIONS:
+            raise UsageError(f"direction must be one of {', '.join(DIRECTIONS)}, not {self.direction!r}")
         unknown = [h for h in self.hide if h not in HIDE]
         if unknown:
             raise UsageError(f"cannot hide {', '.join(unknown)}: choose from {', '.join(HIDE)}")

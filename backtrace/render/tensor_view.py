@@ -96,7 +96,7 @@ def forward_table(trace: Trace, style: str, width: int):
                       Text(tensor_text(n.value, budget, one_line)))
     if len(trace.nodes) > MAX_ROWS:
         table.add_row("…", f"{len(trace.nodes) - MAX_ROWS:,} more nodes", "", "")
-    return _one_line(table, one_line)
+    return table
 
 
 def _upstream_cell(width: int):
@@ -150,9 +150,8 @@ def backward_table(trace: Trace, style: str, width: int, upto: int | None = None
         rest = max(20, room - max(rules, default=20) - 3)
         columns = (*head, where, tables.Column("local derivative", lambda t, s, e: _rule(t, e)),
                    tables.Column("contribution", lambda t, s, e: _contribution(e, rest)))
-        table = _one_line(tables.backward_table(trace, columns, style, steps, text=True), True)
-        table.columns[3].no_wrap = True  # the rule keeps its line; the numbers fit the rest
-        return table
+        # Markdown cells never wrap (tables.FitTable): the rule and the numbers keep one line each.
+        return tables.backward_table(trace, columns, style, steps, text=True)
     if width < NARROW:  # the upstream is the sum of the contributions above: room for the rule
         columns = (*head, where, tables.Column("rule · local = contribution",
                                                _edge_cell(max(16, room - 2))))
@@ -174,14 +173,6 @@ def _contribution(e: Edge | None, width: int) -> str:
     if e.contribution is None:
         return "none"
     return tensor_text(e.contribution, width, one_line=True)
-
-
-def _one_line(table: Any, one_line: bool) -> Any:
-    """Markdown: no column may shrink below its header (a cell wraps only on a narrow console)."""
-    if one_line:
-        for column in table.columns:
-            column.min_width = len(str(column.header))
-    return table
 
 
 def derivation_lines(d: TensorDerivation, width: int, one_line: bool) -> list[str]:

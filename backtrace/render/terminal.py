@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.table import Table
 from rich.text import Text
 
 from ..derive import Derivation, derivations, product
 from ..traces import Edge, Step, Trace
 from ..values import describe
 from . import tables
-from .tables import MAX_ROWS
+from .tables import MAX_ROWS, FitTable
 
 MAX_DERIVATION_NODES = 2_000  # path enumeration is for teaching-size graphs
 
@@ -28,14 +27,18 @@ class ExplainView:
             yield from tensor_sections(self.trace, self.style, self.upto, options.max_width)
             return
         yield heading("Forward pass: values in topological order", self.style)
-        yield forward_table(self.trace, self.style)
+        yield forward_table(self.trace, self.style, self.upto)
         yield heading("Backward pass: upstream × local = contribution, in execution order",
                       self.style)
-        yield backward_table(self.trace, self.style, self.upto)
+        if self.upto == 0:
+            out = self.trace.output
+            yield Text(f"no step yet: the output's seed gradient ∂{out}/∂{out} = 1")
+        else:
+            yield backward_table(self.trace, self.style, self.upto)
         if self.upto is None:
             yield heading(f"Gradients of {self.trace.output} (chain rule along every path)",
                           self.style)
-            yield derivation_text(self.trace)
+            yield derivation_text(self.trace, self.style)
 
 
 def tensor_sections(trace: Trace, style: str, upto: int | None, width: int) -> RenderResult:
@@ -58,15 +61,29 @@ def heading(text: str, style: str) -> Text:
     return Text(f"\n{text}", style="bold")
 
 
-def forward_table(trace: Trace, style: str = "table") -> Table:
-    """node | expression | value | gradient, in topological order."""
-    table = tables.table(("node", "expression", "value", "gradient"), style,
-                         right=("value", "gradient"))
+def known_grads(trace: Trace, upto: int) -> set[str]:
+    """The nodes whose gradient is complete after the first `upto` backward steps: the output (its
+    seed) and every node all of whose consumers have sent theirs."""
+    last: dict[str, int] = {}
+    for k, step in enumerate(trace.steps):
+        for e in step.edges:
+            last[e.input] = k
+    return {n.id for n in trace.nodes if n.id == trace.output or last.get(n.id, upto) < upto}
+
+
+def forward_table(trace: Trace, style: str = "table", upto: int | None = None) -> FitTable:
+    """node | expression | value | gradient, in topological order (after `upto` backward steps,
+    gradients not computed yet read 'pending')."""
+    known = None if upto is None else known_grads(trace, upto)
+    table = tables.table((tables.Col("node", kind="name"), "expression",
+                          tables.Col("value", True, "number"), tables.Col("gradient", True, "number")),
+                         style)
     nodes = trace.nodes
     for n in nodes[:MAX_ROWS]:
         name = Text(n.id, style="bold green" if n.id == trace.output else
                     "cyan" if n.kind == "input" else "")
-        table.add_row(name, "input" if n.kind == "input" else n.expr, fmt(n.value), fmt(n.grad))
+        grad = fmt(n.grad) if known is None or n.id in known or n.grad is None else "pending"
+        table.add_row(name, "input" if n.kind == "input" else n.expr, fmt(n.value), grad)
     if len(nodes) > MAX_ROWS:
         table.add_row("…", f"{len(nodes) - MAX_ROWS:,} more nodes", "", "")
     return table
@@ -97,16 +114,16 @@ def _contribution(trace: Trace, step: Step, e: Edge | None) -> str:
 # The explain view's backward table: the chain rule of each edge, as the board shows it.
 COLUMNS = (
     tables.Column("step", lambda t, s, e: str(s.index + 1), per_step=True),
-    tables.Column("node", lambda t, s, e: s.node, per_step=True),
+    tables.Column("node", lambda t, s, e: s.node, per_step=True, kind="name"),
     tables.Column("upstream", _upstream, per_step=True, right=True),
-    tables.Column("input", lambda t, s, e: e.input if e is not None else "—"),
+    tables.Column("input", lambda t, s, e: e.input if e is not None else "—", kind="name"),
     tables.Column("local derivative", _rule),
     tables.Column("local", lambda t, s, e: fmt(e.local) if e is not None else "", right=True),
     tables.Column("contribution", _contribution, right=True),
 )
 
 
-def backward_table(trace: Trace, style: str = "table", upto: int | None = None) -> Table:
+def backward_table(trace: Trace, style: str = "table", upto: int | None = None) -> FitTable:
     """One row per edge: step, node, upstream, input, local rule, local, contribution."""
     steps = trace.steps if upto is None else trace.steps[:upto]
     return tables.backward_table(trace, COLUMNS, style, steps)
@@ -135,10 +152,13 @@ def _factor(f) -> str:
     return f"∂{f.node}/∂{f.input}{slot}"
 
 
-def derivation_text(trace: Trace) -> Group | Text:
-    """One derivation line per input."""
+def derivation_text(trace: Trace, style: str = "plain") -> Group | Text:
+    """One derivation line per input (in Markdown, one list item each, as code: * is not emphasis)."""
     if len(trace.nodes) > MAX_DERIVATION_NODES:
         lines = [f"∂{trace.output}/∂{k} = {fmt(v)}" for k, v in list(trace.grads.items())[:MAX_ROWS]]
-        lines.append(f"(paths not listed: the graph has more than {MAX_DERIVATION_NODES:,} nodes)")
-        return Text("\n".join(lines))
-    return Group(*(Text(derivation_line(d)) for d in derivations(trace)))
+        note = f"(paths not listed: the graph has more than {MAX_DERIVATION_NODES:,} nodes)"
+    else:
+        lines, note = [derivation_line(d) for d in derivations(trace)], ""
+    if style == "markdown":
+        return Text("\n".join([*(f"- `{line}`" for line in lines), *([f"\n{note}"] if note else [])]))
+    return Group(*(Text(line) for line in [*lines, *([note] if note else [])]))

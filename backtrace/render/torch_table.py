@@ -2,6 +2,7 @@
 cross-check section of `backtrace explain --engine both`. Values may be floats, TensorStats or tensors."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,11 +23,26 @@ def short(v: Any) -> str:
 
 
 def local_text(e: Edge) -> str:
-    """The local derivative: its numbers when small, else the Jacobian's size and why not."""
-    if e.local is not None:
-        return short(e.local)
-    return e.rule.replace("Jacobian ", "J ").replace(" (not computed: too large)", " (too large)") \
-        .replace("(not computed: ", "(")
+    """The local derivative: its numbers when small, else a dash (`not_computed` says why, once)."""
+    return short(e.local) if e.local is not None else "—"
+
+
+def not_computed(steps: Sequence[Step]) -> str:
+    """One line for every local derivative the table leaves out, instead of one per row:
+    'local: 41 of 45 Jacobians not computed (more entries than the tracer's local_max; up to
+    128×128): ...'."""
+    edges = [e for s in steps for e in s.edges if e.contribution is not None or e.local is not None]
+    missing = [e for e in edges if e.local is None]
+    if not missing:
+        return ""
+    sizes = [tuple(int(d) for d in m.groups()) for m in
+             (re.search(r"(\d+)×(\d+)", e.rule) for e in missing) if m]
+    biggest = max(sizes, key=lambda s: s[0] * s[1], default=None)
+    why = "more entries than the tracer's local_max" if any("too large" in e.rule for e in missing) \
+        else "see edge.rule"
+    upto = f"; up to {biggest[0]}×{biggest[1]}" if biggest else ""
+    return (f"local: {len(missing):,} of {len(edges):,} Jacobians not computed ({why}{upto}): "
+            "backtrace.trace(local_max=N) computes bigger ones")
 
 
 def fmt(v: Any) -> str:
@@ -49,15 +65,19 @@ def _contribution(trace: Trace, step: Step, e: Edge | None) -> str:
     return "— (needs no grad)" if "does not require grad" in e.note else e.note or "—"
 
 
-# `backtrace trace`: every backward step of a real model, by module.
+# `backtrace trace`: every backward step of a real model, by module. On a narrow terminal the
+# local derivatives go first, then the module, then the op (drop).
 COLUMNS = (
     tables.Column("step", lambda t, s, e: str(s.index + 1), per_step=True),
-    tables.Column("node", lambda t, s, e: label(t, s.node), per_step=True),
-    tables.Column("op", lambda t, s, e: t.node(s.node).op, per_step=True),
-    tables.Column("module", lambda t, s, e: t.node(s.node).module, per_step=True),
+    tables.Column("node", lambda t, s, e: label(t, s.node), per_step=True, kind="name"),
+    tables.Column("op", lambda t, s, e: t.node(s.node).op, per_step=True, kind="name", drop=1),
+    tables.Column("module", lambda t, s, e: t.node(s.node).module, per_step=True, kind="name",
+                  drop=2),
     tables.Column("upstream", lambda t, s, e: short(s.upstream), per_step=True, right=True),
-    tables.Column("input", lambda t, s, e: label(t, e.input) if e is not None else "—"),
-    tables.Column("local", lambda t, s, e: local_text(e) if e is not None else "", right=True),
+    tables.Column("input", lambda t, s, e: label(t, e.input) if e is not None else "—",
+                  kind="name"),
+    tables.Column("local", lambda t, s, e: local_text(e) if e is not None else "", right=True,
+                  drop=3),
     tables.Column("contribution", _contribution, right=True),
 )
 
@@ -85,11 +105,21 @@ class TorchTraceView:
                       f"level {meta.get('level', '?')}{where}): upstream → each input, "
                       f"in execution order", style)
         steps = [s for s in trace.steps if self._wanted(s.node)]
-        yield tables.backward_table(trace, COLUMNS, style, steps, text=True)
+        missing = not_computed(steps)
+        edges = [e for s in steps for e in s.edges]
+        computed = sum(e.local is not None for e in edges)
+        # A column mostly of dashes says less than the one line under the table.
+        columns = COLUMNS if computed * 2 >= len(edges) else \
+            tuple(c for c in COLUMNS if c.name != "local")
+        yield tables.backward_table(trace, columns, style, steps)
+        if missing:
+            yield Text(missing, style="dim")
         grads = [(k, v) for k, v in trace.grads.items() if self._wanted(k)]
         yield heading(f"Gradients of {label(trace, trace.output)} reaching each named leaf", style)
-        leaves = tables.table(("leaf", "module", "value", "gradient"), style,
-                              right=("value", "gradient"))
+        leaves = tables.table((tables.Col("leaf", kind="name"),
+                               tables.Col("module", kind="name", drop=1),
+                               tables.Col("value", True, "number"),
+                               tables.Col("gradient", True, "number")), style)
         for k, v in grads[:MAX_ROWS]:
             node = trace.node(k)
             tables.add_row(leaves, k, node.module, fmt(node.value), fmt(v))
@@ -115,9 +145,11 @@ class EngineCheck:
         if ref is not None and tor is not None:
             yield heading("Torch engine (float64): the same graph through PyTorch autograd",
                           self.style)
-            table = tables.table(("node", "torch node", "value", "gradient", "|Δ| value",
-                                  "|Δ| gradient"), self.style,
-                                 right=("value", "gradient", "|Δ| value", "|Δ| gradient"))
+            table = tables.table((tables.Col("node", kind="name"),
+                                  tables.Col("torch node", kind="name", drop=1),
+                                  *(tables.Col(h, True, "number") for h in
+                                    ("value", "gradient", "|Δ| value", "|Δ| gradient"))),
+                                 self.style)
             for n in list(tor.nodes)[:MAX_ROWS]:
                 r = ref.node(n.id)
                 tables.add_row(table, n.id, n.meta.get("torch_type", "") or n.kind, fmt(n.value),

@@ -78,7 +78,6 @@ class DiffView:
         columns = ("module", norm, "rel. error") if narrow else \
             ("module", "nodes", norm, "rel. error", "largest at")
         t = table(columns, self.style, right=("nodes", norm, "rel. error"))
-        _fold(t, "module", "largest at")
         for m in _head(r.modules, self.limit):
             cells = {"module": m.module or "(top level)", "nodes": str(m.nodes),
                      norm: format_number(_g(m.norm_a)), "rel. error": _error(m.rel_error, m.exact),
@@ -98,7 +97,6 @@ class DiffView:
         columns = ("", "parameter", a, "rel. error") if narrow else \
             ("", "parameter", "shape", a, b, "rel. error")
         t = table(columns, self.style, right=(a, b, "rel. error"))
-        _fold(t, "parameter")
         for p in _head(r.parameters, self.limit):
             cells = {"": "✓" if p.ok else "✗", "parameter": p.name, "shape": shape_text(p.shape),
                      a: format_number(_g(p.norm_a)), b: format_number(_g(p.norm_b)),
@@ -124,13 +122,6 @@ class DiffView:
         if not r.exact:
             yield Text("≥: a lower bound from the recorded statistics (norm, mean, max |x|); "
                        'trace with level="full" for exact errors.')
-
-
-def _fold(t: Any, *names: str) -> None:
-    """Names wrap on a narrow terminal instead of losing their end (blocks.1.… says nothing)."""
-    for column in t.columns:
-        if column.header in names:
-            column.overflow = "fold"
 
 
 def _quantity(d: Divergence) -> str:

@@ -87,6 +87,8 @@ class _Assembly:
                 meta["saved"] = rec.saved[i]
         meta["module"] = module
         meta["name"] = info.name
+        if any(nr for _, nr in info.children):  # which output of a split, chunk, ... each slot reads
+            meta["input_outputs"] = tuple(nr for _, nr in info.children)
         if info.shapes is not None:
             meta["shapes"] = tuple(s for s, _ in info.shapes)
             meta["dtypes"] = tuple(d for _, d in info.shapes)

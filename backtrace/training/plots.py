@@ -52,14 +52,30 @@ def _set_scale(ax, values: Sequence[float]) -> None:
         ax.set_yscale("symlog")
 
 
-def loss_axes(ax, series: Mapping[str, Sequence[float]], xlabel: str = "step") -> None:
-    """One line per labelled loss series (index = step), gid curve-0, curve-1, ..."""
+def ceiling(series: Mapping[str, Sequence[float]]) -> float:
+    """The highest loss a chart shows: a thousand times the highest starting loss (at least 1),
+    so a run that diverges to 1e256 leaves the chart instead of flattening the others."""
+    starts = [abs(v) for values in series.values() for v in values[:1] if math.isfinite(v)]
+    return min(HUGE, 1e3 * max([1.0, *starts]))
+
+
+def loss_axes(ax, series: Mapping[str, Sequence[float]], xlabel: str = "step",
+              steps: Sequence[int] | None = None) -> None:
+    """One line per labelled loss series, gid curve-0, curve-1, ...; x: `steps` (default 0, 1,
+    ...). Losses above `ceiling` (or not finite) are cut, with a ▲ where a run left the chart."""
     everything = []
+    top = ceiling(series)
     for i, (label, values) in enumerate(series.items()):
-        ys = [v if math.isfinite(v) and abs(v) < HUGE else math.nan for v in values]
-        (line,) = ax.plot(range(len(ys)), ys, label=label or None, linewidth=1.6)
+        xs = list(steps) if steps is not None else list(range(len(values)))
+        ys = [v if math.isfinite(v) and abs(v) <= top else math.nan for v in values]
+        (line,) = ax.plot(xs[:len(ys)], ys, label=label or None, linewidth=1.6)
         line.set_gid(f"curve-{i}")
-        everything += ys
+        left = next((k for k, v in enumerate(values) if not (math.isfinite(v) and abs(v) <= top)),
+                    None)
+        if left is not None:  # where it went off the chart
+            (mark,) = ax.plot([xs[left]], [top], marker="^", color=line.get_color(), clip_on=False)
+            mark.set_gid(f"off-chart-{i}")
+        everything += [y for y in ys if not math.isnan(y)]
     _set_scale(ax, everything)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss")
@@ -68,10 +84,11 @@ def loss_axes(ax, series: Mapping[str, Sequence[float]], xlabel: str = "step") -
         ax.legend(fontsize="small")
 
 
-def loss_curves(series: Mapping[str, Sequence[float]], title: str = "Loss") -> object:
-    """A figure of loss curves, one per series."""
+def loss_curves(series: Mapping[str, Sequence[float]], title: str = "Loss",
+                steps: Sequence[int] | None = None) -> object:
+    """A figure of loss curves, one per series (x: `steps`, as the text numbers them)."""
     fig, (ax,) = _figure()
-    loss_axes(ax, series)
+    loss_axes(ax, series, steps=steps)
     ax.set_title(title)
     return fig
 
@@ -126,8 +143,7 @@ def _path_1d(ax, runs: Sequence, names: Sequence[str]) -> None:
     line.set_gid("function")
     for i, r in enumerate(runs):
         px = [p[names[0]] for p in r.path]
-        (path,) = ax.plot(px, r.losses, marker="o", markersize=3, linewidth=0.8,
-                          label=r.label or "path")
+        (path,) = ax.plot(px, r.losses, label=r.label or "path", **_path_style(i, len(runs)))
         path.set_gid(f"path-{i}")
     ax.set_xlim(lo, hi)
     finite = [y for y in ys if math.isfinite(y)]
@@ -156,8 +172,8 @@ def _path_2d(ax, runs: Sequence, names: Sequence[str]) -> None:
         if len(levels) > 1:
             ax.contour(xs, ys, z, levels=levels, cmap="viridis", linewidths=0.8)
     for i, r in enumerate(runs):
-        (path,) = ax.plot([p[names[0]] for p in r.path], [p[names[1]] for p in r.path], marker="o",
-                          markersize=2.5, linewidth=1.0, label=r.label or "path")
+        (path,) = ax.plot([p[names[0]] for p in r.path], [p[names[1]] for p in r.path],
+                          label=r.label or "path", **_path_style(i, len(runs)))
         path.set_gid(f"path-{i}")
         ax.plot([r.start[names[0]]], [r.start[names[1]]], marker="s", color=path.get_color())
     ax.set_xlim(x0, x1)
@@ -168,9 +184,23 @@ def _path_2d(ax, runs: Sequence, names: Sequence[str]) -> None:
     ax.legend(fontsize="small")
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P")
+LINES = ("-", "--", ":", "-.")
+
+
+def _path_style(i: int, count: int) -> dict:
+    """Each run's path its own marker and dash, hollow after the first and drawn under the earlier
+    ones, so a path that runs along another (SGD's under Adam's) still shows."""
+    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINES[i % len(LINES)],
+            "markersize": 4 if i == 0 else 5, "linewidth": 1.0, "alpha": 0.9,
+            "markerfacecolor": None if i == 0 else "none", "zorder": 3 + count - i}
+
+
 def gradient_flow(steps: Sequence[int], grad_norms: Mapping[str, Sequence[float]],
-                  ratios: Mapping[str, Sequence[float]] | None = None) -> object:
-    """Per-layer gradient norm at each step (and the update/weight ratio when given), log scale."""
+                  ratios: Mapping[str, Sequence[float]] | None = None,
+                  labels: Mapping[str, str] | None = None) -> object:
+    """Per-layer gradient norm at each step (and the update/weight ratio when given), log scale;
+    labels: what the legend calls each layer ('0 (Linear)' for Sequential's layer 0)."""
     fig, axes = _figure(2 if ratios else 1)
     for ax, data, ylabel in zip(axes, (grad_norms, ratios or {}),
                                 ("gradient norm ‖∂L/∂W‖", "update / weight ‖ΔW‖/‖W‖")):
@@ -178,7 +208,8 @@ def gradient_flow(steps: Sequence[int], grad_norms: Mapping[str, Sequence[float]
         for layer, values in data.items():
             ys = [v if math.isfinite(v) and v > 0 else math.nan for v in values]
             positive |= any(not math.isnan(v) for v in ys)
-            (line,) = ax.plot(list(steps), ys, label=layer, linewidth=1.2)
+            (line,) = ax.plot(list(steps), ys, label=(labels or {}).get(layer, layer),
+                              linewidth=1.2)
             line.set_gid(f"layer-{layer}" if ax is axes[0] else f"ratio-{layer}")
         if positive:
             ax.set_yscale("log")

@@ -191,7 +191,9 @@ def loss_figure(w: Watched) -> Figure:
     """A matplotlib Figure of the loss per step."""
     from .plots import loss_curves
 
-    return loss_curves({"loss": [_nan(v) for v in w.summary_data.loss.values()]}, "Training loss")
+    loss = w.summary_data.loss
+    return loss_curves({"loss": [_nan(v) for v in loss.values()]}, "Training loss",
+                       steps=loss.first)  # numbered as the tables number them
 
 
 def gradient_flow_figure(w: Watched) -> Figure:
@@ -202,7 +204,14 @@ def gradient_flow_figure(w: Watched) -> Figure:
     steps = next(iter(layers.values()))["grad"].first if layers else []
     grads = {layer: [_nan(v) for v in m["grad"].values()] for layer, m in layers.items()}
     ratios = {layer: [_nan(v) for v in m["ratio"].values()] for layer, m in layers.items()}
-    return gradient_flow(steps, grads, ratios)
+    return gradient_flow(steps, grads, ratios, layer_labels(w, list(layers)))
+
+
+def layer_labels(w: Watched, layers: Sequence[str]) -> dict[str, str]:
+    """Each layer's name with its module type, '0 (Linear)', when the model is known."""
+    modules = dict(w.model.named_modules()) if hasattr(w.model, "named_modules") else {}
+    return {layer: f"{layer} ({type(modules[layer]).__name__})" if layer in modules else layer
+            for layer in layers}
 
 
 # ---------------------------------------------------------------------- backtrace train

@@ -64,7 +64,7 @@ BT.App.prototype.build = function () {
 /* The colour bar under the graph, with its two ends and what it means. */
 BT.legend = function (data) {
   var el = BT.h("div", {id: "legend"});
-  if (data.mode !== "backward" || data.colour !== "grad" || !data.scale) {
+  if (data.mode !== "backward" || data.colour !== "grad") {
     var kinds = ["input", "op", "const", "output"].concat(data.modules.length ? ["module"] : []);
     kinds.forEach(function (kind) {
       el.appendChild(BT.h("span", {"class": "swatch"}, [
@@ -72,13 +72,14 @@ BT.legend = function (data) {
     });
     return el;
   }
-  el.appendChild(BT.h("span", {text: "‖gradient‖ " + BT.short(data.scale[0])}));
+  var labels = data.style.decades.labels;
+  el.appendChild(BT.h("span", {text: "‖gradient‖ " + labels[0]}));
   var bar = BT.h("span", {"class": "ramp"});
-  data.style.palette.forEach(function (c) {
-    bar.appendChild(BT.h("i", {style: "background:" + c}));
+  data.style.palette.forEach(function (c, k) {
+    bar.appendChild(BT.h("i", {style: "background:" + c, title: labels[k]}));
   });
   el.appendChild(bar);
-  el.appendChild(BT.h("span", {text: BT.short(data.scale[1]) + " · log scale, this trace"}));
+  el.appendChild(BT.h("span", {text: labels[labels.length - 1] + " · one colour per decade"}));
   el.title = BT.legendText(data);
   return el;
 };

@@ -101,11 +101,10 @@ BT.wireTitle = function (wire, model) {
     + "\nclick for the numbers";
 };
 
-/* A gradient norm's colour on the trace's log scale (backtrace.render.dot.norm_colour). */
-BT.normColour = function (v, scale, palette) {
-  if (!scale || !(v > 0)) { return null; }
-  var lo = Math.log10(scale[0]), hi = Math.log10(scale[1]);
-  var t = hi <= lo ? 0.5 : (Math.log10(v) - lo) / (hi - lo);
-  var k = Math.min(palette.length - 1, Math.floor(Math.min(1, Math.max(0, t)) * palette.length));
+/* A gradient norm's colour: one colour per decade on a fixed scale, the same in every picture
+   (backtrace.render.labels.norm_colour). */
+BT.normColour = function (v, decades, palette) {
+  if (!decades || !(v > 0) || !isFinite(v)) { return null; }
+  var k = Math.min(palette.length - 1, Math.max(0, Math.floor(Math.log10(v)) - decades.first));
   return {fill: palette[k], ink: k >= palette.length - 3 ? "#fff" : "#111", level: k};
 };

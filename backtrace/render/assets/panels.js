@@ -246,11 +246,11 @@ BT.panel({
     leaves.sort(function (a, b) {
       return (b.grad ? Number(b.grad.norm) : -1) - (a.grad ? Number(a.grad.norm) : -1);
     });
-    var scale = app.data.scale;
+    var decades = app.data.style.decades;
     el.appendChild(BT.h("p", {"class": "hint", text: leaves.length + " inputs and parameters, "
-      + "largest gradient first; the bar is ‖gradient‖ on the page's log scale."}));
+      + "largest gradient first; the bar is ‖gradient‖, one step per decade."}));
     el.appendChild(BT.table(leaves.map(function (n) {
-      var v = n.grad ? Number(n.grad.norm) : NaN, c = BT.normColour(v, scale,
+      var v = n.grad ? Number(n.grad.norm) : NaN, c = BT.normColour(v, decades,
         app.data.style.palette), t = c ? (c.level + 1) / app.data.style.palette.length : 0;
       var bar = BT.h("span", {"class": "bar", style: "width:" + Math.round(t * 60) + "px;"
         + "background:" + (c ? c.fill : "transparent")});
@@ -286,12 +286,14 @@ BT.panel({
 });
 
 BT.legendText = function (data) {
-  if (data.mode !== "backward" || data.colour !== "grad" || !data.scale) {
+  if (data.mode !== "backward" || data.colour !== "grad") {
     return "Fill shows the kind of node: inputs blue, operations white, constants grey, the "
       + "output green, folded modules violet.";
   }
-  return "Fill shows ‖gradient‖ on a log scale from the smallest (" + BT.number(data.scale[0])
-    + ", palest) to the largest (" + BT.number(data.scale[1]) + ", darkest red) in this trace: "
-    + "relative to this trace, not a verdict. Purple: a NaN or infinite gradient. Rounded boxes "
-    + "are inputs and parameters, stacked boxes folded modules, the double border the output.";
+  var labels = data.style.decades.labels;
+  return "Fill shows ‖gradient‖, one colour per decade on a fixed scale (the same in every "
+    + "backtrace picture): palest below " + labels[1].replace("<", "") + ", orange around 1 (a "
+    + "loss's own gradient), deep red from " + labels[labels.length - 2] + " on (exploding). "
+    + "Purple: a NaN or infinite gradient. Rounded boxes are inputs and parameters, stacked "
+    + "boxes folded modules, the double border the output.";
 };

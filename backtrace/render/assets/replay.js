@@ -4,7 +4,7 @@
 "use strict";
 var BT = window.BT = window.BT || {};
 
-BT.ICONS = {  // drawn, so they need no font (⏮ ⏭ are missing from many)
+BT.ICONS = {  // drawn, so they need no font (the media-control glyphs are missing from many)
   first: "M3 2.5h1.6v9H3zM12 2.5v9L5.5 7z",
   prev: "M10.5 2.5v9L4 7z",
   next: "M4 2.5v9L10.5 7z",

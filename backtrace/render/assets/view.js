@@ -131,7 +131,7 @@ BT.View.prototype.fill = function (el) {
   if (o.colour === "grad" && o.backward && grad) {
     var v = Number(grad.norm);
     if (!isFinite(v)) { return {fill: "#e1bee7", ink: "#000", nonfinite: true}; }
-    var c = BT.normColour(v, this.model.data.scale, style.palette);
+    var c = BT.normColour(v, style.decades, style.palette);
     if (c) { return c; }
   }
   var kind = !n ? "module" : n.id === this.model.data.output ? "output" : n.kind;
