@@ -249,3 +249,28 @@ def test_no_dot_on_path(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert shutil.which("dot", path=env["PATH"]) is None
     assert "-12" in svg_texts(out.read_bytes()) and png_size(png.read_bytes())[0] > 200
+
+
+def test_timeout_bounds_the_whole_render_not_each_layout(lecture, tmp_path, monkeypatch):
+    """The default picture lays out more than one candidate (fit.choose): each gets what is left of
+    one timeout, so a slow Graphviz cannot take the timeout once per candidate."""
+    import time
+
+    from backtrace.render import fit
+
+    calls = []
+    real = fit.run_dot
+
+    def slow(source, fmt, dot=None, timeout=60.0, total=None):
+        calls.append(timeout)
+        time.sleep(0.25)
+        return real(source, fmt, dot, timeout, total)
+
+    monkeypatch.setattr(fit, "run_dot", slow)
+    monkeypatch.setattr(fit, "misfit", lambda width, height: 2.0)  # no candidate fits: try all
+    start = time.monotonic()
+    with pytest.raises(RenderError, match=r"took longer than 0\.4 s"):
+        export(lecture, tmp_path / "g.svg", timeout=0.4)
+    assert time.monotonic() - start < 1.5 and len(calls) >= 2
+    assert calls[1] < calls[0] <= 0.4  # the second layout got only what the first left
+    assert not (tmp_path / "g.svg").exists()

@@ -193,7 +193,8 @@ def drawing_options(f):
                                              "one (and the folding depth) that fits a screen."),
         dot_option,
         click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
-                     help="Give up on a layout after this many seconds (default 60)."),
+                     help="Give up on a picture after this many seconds in all: folding and "
+                          "every layout it tries (default 60)."),
     )):
         f = option(f)
     return f

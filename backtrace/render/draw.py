@@ -24,15 +24,16 @@ def notes(drawn: Trace) -> list[str]:
 
 def draw(trace: Trace, fmt: str, opts: Options | None = None, **options: Any) -> bytes | str:
     """The trace drawn as dot (text), svg, png or pdf (bytes); options as `Options`' fields."""
-    o = Options.of(opts, **options)
+    o = Options.of(opts, **options).start()
     return draw_prepared(prepare(trace, o), fmt, o)
 
 
 def draw_prepared(drawn: Trace, fmt: str, opts: Options) -> bytes | str:
     """An already prepared trace (see `prepare`) drawn as dot, svg, png or pdf."""
     source = dot_source(drawn, opts)
+    opts.left()  # folding and choosing a layout count against the timeout too
     if fmt == "dot":
         return source
     if fmt == "pdf":
-        return render_pdf(source, opts.dot, opts.timeout)
-    return (fmt == "svg" and laid_out(source, opts)) or run_dot(source, fmt, opts.dot, opts.timeout)
+        return render_pdf(source, opts.dot, opts.left(), opts.timeout)
+    return (fmt == "svg" and laid_out(source, opts)) or run_dot(source, fmt, opts.dot, opts.left(), opts.timeout)

@@ -54,7 +54,7 @@ def dot_source(drawn: Trace, opts: Options, step: int | None = None) -> str:
 def measure(drawn: Trace, opts: Options, direction: str) -> tuple[float, float]:
     """Width and height in points of the picture laid out in `direction`."""
     source = dot_source(drawn, replace(opts, direction=direction))
-    svg = _LAID_OUT[(source, opts.dot)] = run_dot(source, "svg", opts.dot, opts.timeout)
+    svg = _LAID_OUT[(source, opts.dot)] = run_dot(source, "svg", opts.dot, opts.left(), opts.timeout)
     found = _SIZE.search(svg[:2000])
     return (float(found.group(1)), float(found.group(2))) if found else (0.0, 0.0)
 

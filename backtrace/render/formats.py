@@ -65,7 +65,7 @@ def view(trace: Trace, name: str, opts: Options | None = None, **options: Any) -
     """The trace in the named format, ready to print (a rich renderable or text)."""
     if name not in FORMATS:
         raise UsageError(f"unknown format {name!r}: choose from {', '.join(FORMATS)}")
-    f, o = FORMATS[name], Options.of(opts, **options)
+    f, o = FORMATS[name], Options.of(opts, **options).start()
     return f.make(_prepare(trace, o) if f.drawn else trace, o)
 
 
@@ -121,7 +121,7 @@ def export_all(trace: Trace, paths: Sequence[str | os.PathLike], steps: str | os
                opts: Options | None = None, **options: Any) -> list[str]:
     """Write every file (and the replay frames into folder `steps`) or none: every format is
     checked and made before the first file is written. Returns what folding did, one line each."""
-    o = Options.of(opts, **options)
+    o = Options.of(opts, **options).start()
     chosen = [(Path(p), by_suffix(p)) for p in paths]
     for path, _ in chosen:  # a write that would fail fails now, before any file is written
         check_writable(path)

@@ -68,19 +68,20 @@ def use(dot: str | os.PathLike | None = None) -> Path:
 
 
 def run_dot(source: str, fmt: str, dot: str | os.PathLike | None = None,
-            timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Lay out DOT `source` and return it rendered as `fmt` (svg, png, pdf, ...)."""
+            timeout: float = DEFAULT_TIMEOUT, total: float | None = None) -> bytes:
+    """Lay out DOT `source` and return it rendered as `fmt` (svg, png, pdf, ...) within `timeout`
+    seconds (total: the whole render's timeout this is what is left of, for the message)."""
     binary = use(dot)
-    return _run(binary, source, fmt, timeout)
+    return _run(binary, source, fmt, timeout, total)
 
 
-def _run(binary: Path, source: str, fmt: str, timeout: float) -> bytes:
+def _run(binary: Path, source: str, fmt: str, timeout: float, total: float | None = None) -> bytes:
     try:
         proc = subprocess.run([str(binary), "-Kdot", f"-T{fmt}"], input=source.encode(),
                               capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise RenderError(f"Graphviz took longer than {timeout:g} s to lay out the graph: fold it "
-                          "(--depth, --hide) or raise --timeout") from None
+        raise RenderError(f"Graphviz took longer than {total or timeout:g} s to lay out the graph: "
+                          "fold it (--depth, --hide) or raise --timeout") from None
     except OSError as exc:
         raise RenderError(f"cannot run Graphviz {binary}: {exc.strerror or exc}") from None
     if proc.returncode != 0 or not proc.stdout:
@@ -91,12 +92,12 @@ def _run(binary: Path, source: str, fmt: str, timeout: float) -> bytes:
 
 
 def render_pdf(source: str, dot: str | os.PathLike | None = None,
-               timeout: float = DEFAULT_TIMEOUT) -> bytes:
+               timeout: float = DEFAULT_TIMEOUT, total: float | None = None) -> bytes:
     """PDF: a system dot when one is chosen or on PATH, else the embedded SVG through CairoSVG."""
     system = _checked(dot) if dot else system_binary()
     if system is not None:
-        return _run(system, source, "pdf", timeout)
-    svg = run_dot(source, "svg", timeout=timeout)
+        return _run(system, source, "pdf", timeout, total)
+    svg = run_dot(source, "svg", timeout=timeout, total=total)
     try:
         import cairosvg
     except (ImportError, OSError):  # OSError: cairocffi found no libcairo

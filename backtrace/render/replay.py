@@ -23,7 +23,7 @@ MAX_STEPS = 500  # a replay is for reading step by step; past this, fold or use 
 
 def frames(trace: Trace, opts: Options | None = None) -> list[bytes]:
     """SVG of the graph before the backward pass (frame 0) and after each step (1 ... N)."""
-    o = opts or Options()
+    o = (opts or Options()).start()
     return _frames(prepare(trace, o), o)
 
 
@@ -40,12 +40,12 @@ def _frames(drawn: Trace, o: Options, caption: bool = True) -> list[bytes]:
                            direction=direction_of(drawn, o), caption=caption).source
                for k in range(count + 1)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # dot runs in parallel
-        return list(pool.map(lambda s: run_dot(s, "svg", o.dot, o.timeout), sources))
+        return list(pool.map(lambda s: run_dot(s, "svg", o.dot, o.left(), o.timeout), sources))
 
 
 def write_steps(trace: Trace, directory: str | os.PathLike, opts: Options | None = None) -> list[Path]:
     """Write step-000.svg (before backward) ... step-NNN.svg into `directory`; returns the paths."""
-    o = opts or Options()
+    o = (opts or Options()).start()
     return write_prepared_steps(prepare(trace, o), directory, o)
 
 
