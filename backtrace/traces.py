@@ -287,7 +287,8 @@ def decode(d: Any) -> Any:
         return _SPECIAL[body]
     if tag == "stats":
         return TensorStats.of(body["shape"], body["dtype"],
-                              [decode(body[k]) for k in TensorStats.NUMBERS])
+                              [decode(body[k]) if k in body else TensorStats.DEFAULTS[k]
+                               for k in TensorStats.NUMBERS])
     if tag == "dict":
         return {k: decode(x) for k, x in body.items()}
     if tag == "list":

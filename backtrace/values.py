@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
 
@@ -17,15 +17,18 @@ class TensorStats:
 
     The statistics are the fields after shape and dtype; every reader and writer (JSON, the
     tracer's reductions, comparisons) iterates over `TensorStats.NUMBERS`, so adding one is one
-    field here plus its reduction in `backtrace.tracer.stats.REDUCTIONS`."""
+    field here plus its reduction in `backtrace.tracer.stats.REDUCTIONS`. A field with a default
+    may be missing from files written before it existed (`DEFAULTS`)."""
 
     shape: tuple[int, ...]
     dtype: str
     norm: float
     mean: float
     absmax: float
+    nonfinite: float = 0.0  # how many elements are inf or NaN
 
     NUMBERS: ClassVar[tuple[str, ...]]
+    DEFAULTS: ClassVar[dict[str, float]]
 
     @classmethod
     def of(cls, shape: Sequence[int], dtype: str, numbers: Sequence[float]) -> TensorStats:
@@ -41,6 +44,7 @@ class TensorStats:
 
 
 TensorStats.NUMBERS = tuple(f.name for f in fields(TensorStats))[2:]
+TensorStats.DEFAULTS = {f.name: f.default for f in fields(TensorStats) if f.default is not MISSING}
 
 
 def format_number(v: float | None) -> str:
@@ -137,4 +141,7 @@ def describe(v: Any, *, absmax: bool = False, listed: int = 1, slots: bool = Fal
     else:
         return str(v)
     text = f"{shape_text(v.shape)} ‖·‖={format_number(size)}"
-    return f"{text} max|·|={format_number(top)}" if absmax else text
+    if absmax:
+        text = f"{text} max|·|={format_number(top)}"
+    bad = v.nonfinite if isinstance(v, TensorStats) else 0
+    return f"{text} ({format_number(bad)} non-finite)" if bad else text

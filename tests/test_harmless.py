@@ -483,16 +483,19 @@ def test_modules_made_on_the_fly_are_not_kept_alive():
 
 
 def test_a_failure_repeated_every_step_keeps_bounded_records(monkeypatch):
-    def broken(t):
+    def broken(x, acc):
         raise RuntimeError("stats exploded")
 
-    monkeypatch.setattr(stats, "stats_vector", broken)
+    monkeypatch.setattr(stats, "block_stats", broken)
     w = torch.tensor([1.0, 2.0], requires_grad=True)
+    big = torch.zeros(stats.Batch(0).small + 1, requires_grad=True)  # reduced at once, in forward
     with backtrace.trace(max_traces=3) as t:
         for _ in range(150):
-            (w.exp() * 2).sum().backward()  # three forward ops fail to record on every step
+            (w.exp() * 2).sum().backward()  # every statistic fails on every step
+            (big * 2).sum().backward()
     assert len(t.errors) == _MAX_ERRORS and "stats exploded" in t.errors[-1]
     assert len(t.traces) == 3 and "stats exploded" in t.trace.meta["tracer_errors"][0]
+    assert len(t.trace.meta["tracer_errors"]) < 20
     want = torch.zeros(2)
     for _ in range(150):  # what autograd accumulates, step by step
         want += w.detach().exp() * 2

@@ -9,14 +9,36 @@ from typing import Any
 import torch
 
 from ..traces import Edge, Step, Trace, TraceNode
-from . import jacobians, stats
+from . import compat, jacobians, stats
 from .naming import snake
 from .nodes import NodeInfo
 from .recording import BackwardRecording
 
 
+class Unbuilt:
+    """A backward call's recording, kept until its Trace is first read (most traces of a long
+    training run never are): building it, and the one transfer of its statistics, wait till then."""
+
+    __slots__ = ("rec", "call", "create_graph", "retain_graph", "error", "failures")
+
+    def __init__(self, rec: BackwardRecording, call: int, create_graph: bool, retain_graph: bool,
+                 error: BaseException | None) -> None:
+        self.rec, self.call = rec, call
+        # as text: the exception's traceback would keep the frames and their tensors alive
+        self.error = None if error is None else f"{type(error).__name__}: {error}"
+        self.create_graph, self.retain_graph = create_graph, retain_graph
+        self.failures = rec.failures + rec.batch.failures  # this call's, as they stand now
+        rec.batch.failures.clear()
+
+    def build(self) -> Trace:
+        """The Trace of this call."""
+        with compat.no_torch_function():
+            return finish(self.rec, self.call, self.create_graph, self.retain_graph, self.error,
+                          self.failures)
+
+
 def finish(rec: BackwardRecording, call: int, create_graph: bool, retain_graph: bool,
-           error: BaseException | None) -> Trace:
+           error: str | None, failures: list[str]) -> Trace:
     """Build the Trace; one device sync resolves every statistic."""
     infos = rec.infos
     pending = [x for x in _walk_values(_all_values(rec)) if isinstance(x, stats.Pending)]
@@ -28,9 +50,9 @@ def finish(rec: BackwardRecording, call: int, create_graph: bool, retain_graph: 
             "roots": tuple(infos[r].id for r in rec.root_ids),
             "torch": torch.__version__}
     if error is not None:
-        meta["error"] = f"{type(error).__name__}: {error}"
-    if rec.failures:
-        meta["tracer_errors"] = tuple(rec.failures)
+        meta["error"] = error
+    if failures:
+        meta["tracer_errors"] = tuple(failures)
     return Trace("torch", infos[rec.root_ids[0]].id, tuple(nodes), tuple(steps), meta)
 
 
@@ -178,9 +200,9 @@ def _walk_values(values: Iterable[Any]) -> Iterator[Any]:
 def _finalize(v: Any) -> Any:
     """Placeholders to TensorStats, 1×1 Jacobians and 0-d tensors of small locals to floats."""
     if isinstance(v, stats.Pending):
-        if v.stats is None:
+        if v.row.numbers is None:
             stats.resolve([v])
-        return v.stats
+        return v.stats()
     if isinstance(v, tuple):
         return tuple(_finalize(x) for x in v)
     if isinstance(v, torch.Tensor) and v.dim() == 2 and v.numel() == 1 and not v.requires_grad:

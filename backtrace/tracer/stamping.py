@@ -35,10 +35,10 @@ class Forward:
     what cannot be recorded goes (recording must never break the user's forward).
     """
 
-    def __init__(self, md_key: tuple, level: str, thread: int,
+    def __init__(self, md_key: tuple, level: str, batch: stats.Batch,
                  module_path: Callable[[torch.nn.Module, str | None], str],
                  paused: Callable[[], bool], error: Callable[[str], None]) -> None:
-        self.md_key, self.level, self.thread = md_key, level, thread
+        self.md_key, self.level, self.batch, self.thread = md_key, level, batch, batch.thread
         self.module_path, self.paused, self.error = module_path, paused, error
         self.stack: list[str] = []  # the paths of the modules running now, innermost last
         self.handles: list[Any] = []
@@ -115,7 +115,7 @@ class Forward:
             hit = stats.same_memory(t, self.level, inputs, records)
             if hit is not None:
                 return hit
-        return stats.recorded(t, self.level, self.thread)
+        return stats.recorded(t, self.level, self.batch, copy=True)  # forward may change it in place
 
     # -- modules
     def _ours(self) -> bool:

@@ -21,7 +21,7 @@ import torch
 from .. import patches
 from ..errors import NothingToTraceError, UsageError
 from ..traces import Trace
-from . import assemble, compat
+from . import assemble, compat, stats
 from .naming import WeakNames
 from .recording import BackwardRecording
 from .stamping import Forward
@@ -60,7 +60,7 @@ class Tracer:
         self.stop_after = stop_after
         self.names: dict[str, torch.Tensor] = dict(names or {})  # held only while on
         self._names_off: dict[str, weakref.ref] = {}  # between blocks: an intermediate's graph is freed
-        self.traces: list[Trace] = []
+        self._traces: list[Trace | assemble.Unbuilt] = []  # built when first read
         self.calls = 0  # backward calls seen, traced or not
         self.recorded = 0  # traces made, including those the max_traces window let go
         self.errors: list[str] = []  # what the forward stamping could not record (the first 100)
@@ -72,6 +72,7 @@ class Tracer:
         self._forward: Forward | None = None  # the forward side, while on
         self._grad_enabled_at_entry = True
         self._thread = threading.get_ident()
+        self._batch = stats.Batch(self._thread)  # statistics waiting to be reduced
         self._local = threading.local()  # per thread: the backward call being traced, if any
         self._md_key = (_KEY, self._token)  # nested tracers each keep their own stamps
 
@@ -91,7 +92,8 @@ class Tracer:
             if not isinstance(t, torch.Tensor):
                 raise UsageError(f"names[{name!r}] is a {type(t).__name__}, not a tensor")
         self._patches = [patches.patch(target, self._around(kind)) for target, kind in _TARGETS.items()]
-        self._forward = Forward(self._md_key, self.level, self._thread, self._module_path,
+        self._batch = stats.Batch(self._thread)
+        self._forward = Forward(self._md_key, self.level, self._batch, self._module_path,
                                 self._paused, self._error)
         self._forward.start()
         return self
@@ -100,6 +102,7 @@ class Tracer:
         try:
             if self._forward is not None:
                 self._forward.stop()
+            self._batch.flush()  # the statistics of forward values no backward call read yet
         finally:  # whatever happens above, nothing of ours stays installed
             self._forward = None
             for p in self._patches:
@@ -111,11 +114,22 @@ class Tracer:
             self._params.clear()
 
     @property
+    def traces(self) -> list[Trace]:
+        """One Trace per recorded backward call, oldest first (each built when first read)."""
+        for k, item in enumerate(self._traces):
+            if isinstance(item, assemble.Unbuilt):
+                self._traces[k] = item.build()
+        return self._traces
+
+    @property
     def trace(self) -> Trace:
         """The trace of the last backward call."""
-        if not self.traces:
+        if not self._traces:
             raise NothingToTraceError(self._nothing_message())
-        return self.traces[-1]
+        last = self._traces[-1]
+        if isinstance(last, assemble.Unbuilt):
+            self._traces[-1] = last = last.build()
+        return last
 
     def _nothing_message(self) -> str:
         """Why there is no trace, with what to do about it."""
@@ -225,7 +239,7 @@ class Tracer:
                 keep = [torch.autograd.graph.get_gradient_edge(r) for r in roots]
                 recording = BackwardRecording(roots, kind, frame, md_key=self._md_key,
                                               level=self.level, local_max=self.local_max,
-                                              thread=self._thread, names=self.names,
+                                              batch=self._batch, names=self.names,
                                               params=self._params)
             return recording, keep
         finally:
@@ -246,13 +260,13 @@ class Tracer:
             self._local.call = None
             recording.remove_hooks()
             with compat.no_torch_function():
-                trace = assemble.finish(recording, call=self.calls, create_graph=create_graph,
-                                        retain_graph=create_graph if retain is None
-                                        else bool(retain), error=error)
-            self.traces.append(trace)
+                self._batch.flush()  # statistics computed, the gradients they read let go
+            self._traces.append(assemble.Unbuilt(
+                recording, call=self.calls, create_graph=create_graph,
+                retain_graph=create_graph if retain is None else bool(retain), error=error))
             self.recorded += 1
-            if self.max_traces is not None and len(self.traces) > self.max_traces:
-                del self.traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
+            if self.max_traces is not None and len(self._traces) > self.max_traces:
+                del self._traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
 
 
 def _roots(args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
