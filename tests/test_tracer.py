@@ -457,10 +457,10 @@ def test_sparse_gradients():
 def test_a_recording_failure_never_breaks_the_users_pass(monkeypatch):
     from backtrace.tracer import stats
 
-    def broken(x, acc):
+    def broken(x, acc, full):
         raise RuntimeError("stats exploded")
 
-    monkeypatch.setattr(stats, "block_stats", broken)
+    monkeypatch.setattr(stats, "block_parts", broken)
     model, x, y = seed_mlp()
     with backtrace.trace(model=model) as t:
         F.cross_entropy(model(x), y).backward()

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..traces import Edge, Step, Trace, TraceNode
-from . import compat, jacobians, stats
+from . import batch as batches, compat, jacobians
 from .naming import snake
 from .nodes import NodeInfo
 from .recording import BackwardRecording
@@ -41,8 +41,8 @@ def finish(rec: BackwardRecording, call: int, create_graph: bool, retain_graph: 
            error: str | None, failures: list[str]) -> Trace:
     """Build the Trace; one device sync resolves every statistic."""
     infos = rec.infos
-    pending = [x for x in _walk_values(_all_values(rec)) if isinstance(x, stats.Pending)]
-    stats.resolve(pending)
+    pending = [x for x in _walk_values(_all_values(rec)) if isinstance(x, batches.Pending)]
+    batches.resolve(pending)
     assembly = _Assembly(rec)
     nodes, steps = assembly.nodes(), assembly.steps()
     meta = {"level": rec.level, "call": call, "kind": rec.kind,
@@ -199,9 +199,9 @@ def _walk_values(values: Iterable[Any]) -> Iterator[Any]:
 
 def _finalize(v: Any) -> Any:
     """Placeholders to TensorStats, 1×1 Jacobians and 0-d tensors of small locals to floats."""
-    if isinstance(v, stats.Pending):
+    if isinstance(v, batches.Pending):
         if v.row.numbers is None:
-            stats.resolve([v])
+            batches.resolve([v])
         return v.stats()
     if isinstance(v, tuple):
         return tuple(_finalize(x) for x in v)

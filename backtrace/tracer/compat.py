@@ -21,13 +21,31 @@ def sequence_nr(node: Any) -> int:
         return -1
 
 
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32 (cached: this runs for every recorded tensor)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
 def output_metadata(node: Any) -> tuple[tuple[tuple[int, ...], str], ...] | None:
     """(shape, dtype) of each forward output of `node`, from its input metadata; None if unknown."""
     try:
-        metas = node._input_metadata
-        return tuple((tuple(m.shape), str(m.dtype).removeprefix("torch.")) for m in metas)
+        return tuple((tuple(m.shape), dtype_name(m.dtype)) for m in node._input_metadata)
     except (AttributeError, RuntimeError, TypeError):
         return None
+
+
+def is_view(t: torch.Tensor) -> bool:
+    """True when t is a view of another tensor's memory (False if unknown)."""
+    try:
+        return t._is_view()
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def saved_tensor_names(node: Any) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ class Stamp:
     module_output: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeInfo:
     """Everything known about one graph node before backward runs."""
 

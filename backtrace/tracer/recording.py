@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.autograd.function import BackwardCFunction
 
-from . import compat, jacobians, naming, stats
+from . import batch as batches, compat, jacobians, naming, stats
 from .nodes import NodeInfo
 
 
@@ -24,7 +24,7 @@ class BackwardRecording:
     """
 
     def __init__(self, roots: list[torch.Tensor], kind: str, frame: Any, *, md_key: tuple,
-                 level: str, local_max: int, batch: stats.Batch, names: Mapping[str, torch.Tensor],
+                 level: str, local_max: int, batch: batches.Batch, names: Mapping[str, torch.Tensor],
                  params: naming.WeakNames) -> None:
         self.kind, self.level, self.local_max, self.batch = kind, level, local_max, batch
         self.infos: list[NodeInfo] = []
@@ -121,7 +121,7 @@ class BackwardRecording:
     # -- during backward
     def record(self, t: torch.Tensor | None) -> Any:
         """The recorded form of t at this recording's level (None stays None)."""
-        return None if t is None else stats.recorded(t, self.level, self.batch)
+        return None if t is None else batches.recorded(t, self.level, self.batch)
 
     def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
         """The post-hook of node i (grad_inputs: what it sends to its inputs)."""
@@ -171,7 +171,7 @@ class BackwardRecording:
             if g is None:
                 downstream.append(None)
                 continue
-            rec = stats.same_memory(g, self.level, grad_outputs, upstream)
+            rec = batches.same_memory(g, self.level, grad_outputs, upstream)
             if rec is None:
                 rec = self.record(g)
             downstream.append(rec)

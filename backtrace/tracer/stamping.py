@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..torchcalls import Call, TorchCalls
-from . import compat, stats
+from . import batch as batches, compat
 from .naming import op_name
 from .nodes import Stamp
 
@@ -25,6 +25,10 @@ def tensors(out: Any) -> Iterator[torch.Tensor]:
                 yield o
 
 
+def _ignore(call: Call) -> None:
+    """What a stopped tracer's mode does with a call (should one be left on a stack): nothing."""
+
+
 class Forward:
     """The forward side of one tracer, from `start()` to `stop()`: stamps every autograd node the
     forward creates with its op, module and value.
@@ -35,7 +39,7 @@ class Forward:
     what cannot be recorded goes (recording must never break the user's forward).
     """
 
-    def __init__(self, md_key: tuple, level: str, batch: stats.Batch,
+    def __init__(self, md_key: tuple, level: str, batch: batches.Batch,
                  module_path: Callable[[torch.nn.Module, str | None], str],
                  paused: Callable[[], bool], error: Callable[[str], None]) -> None:
         self.md_key, self.level, self.batch, self.thread = md_key, level, batch, batch.thread
@@ -68,6 +72,7 @@ class Forward:
                 handle.remove()
             self.handles.clear()
             self.stack.clear()
+            self.mode.on_call = _ignore  # no cycle through the mode: the tracer is freed at once
 
     # -- torch calls
     def _on_call(self, call: Call) -> None:
@@ -106,16 +111,16 @@ class Forward:
 
     def _value(self, t: torch.Tensor, args: tuple) -> Any:
         """A new output's value; a view of a recorded input (view, transpose) reuses its record."""
-        if self.level == "stats":
+        if self.level == "stats" and compat.is_view(t):  # only a view shares an input's memory
             inputs = [a for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
             records = []
             for a in inputs:
                 stamp = a.grad_fn.metadata.get(self.md_key)
                 records.append(stamp.values.get(a.output_nr) if stamp is not None else None)
-            hit = stats.same_memory(t, self.level, inputs, records)
+            hit = batches.same_memory(t, self.level, inputs, records)
             if hit is not None:
                 return hit
-        return stats.recorded(t, self.level, self.batch, copy=True)  # forward may change it in place
+        return batches.recorded(t, self.level, self.batch, copy=True)  # forward may change it in place
 
     # -- modules
     def _ours(self) -> bool:

@@ -21,7 +21,8 @@ import torch
 from .. import patches
 from ..errors import NothingToTraceError, UsageError
 from ..traces import Trace
-from . import assemble, compat, stats
+from . import assemble, compat
+from .batch import Batch
 from .naming import WeakNames
 from .recording import BackwardRecording
 from .stamping import Forward
@@ -72,7 +73,7 @@ class Tracer:
         self._forward: Forward | None = None  # the forward side, while on
         self._grad_enabled_at_entry = True
         self._thread = threading.get_ident()
-        self._batch = stats.Batch(self._thread)  # statistics waiting to be reduced
+        self._batch = Batch(self._thread)  # statistics waiting to be reduced
         self._local = threading.local()  # per thread: the backward call being traced, if any
         self._md_key = (_KEY, self._token)  # nested tracers each keep their own stamps
 
@@ -92,7 +93,7 @@ class Tracer:
             if not isinstance(t, torch.Tensor):
                 raise UsageError(f"names[{name!r}] is a {type(t).__name__}, not a tensor")
         self._patches = [patches.patch(target, self._around(kind)) for target, kind in _TARGETS.items()]
-        self._batch = stats.Batch(self._thread)
+        self._batch = Batch(self._thread)
         self._forward = Forward(self._md_key, self.level, self._batch, self._module_path,
                                 self._paused, self._error)
         self._forward.start()
