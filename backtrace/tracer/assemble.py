@@ -12,7 +12,7 @@ from ..traces import Edge, Step, Trace, TraceNode
 from . import batch as batches, compat, jacobians
 from .naming import snake
 from .nodes import NodeInfo
-from .recording import BackwardRecording
+from .recording import BackwardRecording, TooLarge
 
 
 class Unbuilt:
@@ -109,11 +109,29 @@ class _Assembly:
                 meta["saved"] = rec.saved[i]
         meta["module"] = module
         meta["name"] = info.name
-        if info.shapes is not None:
-            meta["shapes"] = tuple(s for s, _ in info.shapes)
-            meta["dtypes"] = tuple(d for _, d in info.shapes)
+        shapes = info.shapes if info.shapes is not None else self._shapes(i, info)
+        if shapes is not None:
+            meta["shapes"] = tuple(s for s, _ in shapes)
+            meta["dtypes"] = tuple(d for _, d in shapes)
         expr = "input" if info.kind == "input" else f"{op}({', '.join(inputs)})"
         return TraceNode(info.id, op, inputs, expr, value, grad, info.kind, meta)
+
+    def _shapes(self, i: int, info: NodeInfo) -> tuple | None:
+        """(shape, dtype) of each forward output of an op node, from its recorded values or, for
+        outputs the forward did not record, the gradients they received (which autograd checks
+        against the outputs' shape and dtype); None when one is unknown."""
+        values = info.stamp.values if info.stamp is not None else {}
+        upstream = self.rec.upstream.get(i, ())
+        count = max(len(upstream), max(values, default=-1) + 1)
+        shapes = []
+        for k in range(count):
+            v = values.get(k)
+            if v is None and k < len(upstream):
+                v = upstream[k]
+            if v is None:
+                return None
+            shapes.append((tuple(v.shape), compat.dtype_name(v.dtype)))
+        return tuple(shapes) if shapes else None
 
     def _leaf_grad(self, i: int) -> Any:
         """A leaf's gradient: what reached it (under autograd.grad, its contributions summed)."""
@@ -164,6 +182,8 @@ class _Assembly:
         """Node i's edges to its inputs: local Jacobian, rule and contribution per input slot."""
         rec, info = self.rec, self.infos[i]
         local = rec.local.get(i, ())
+        if isinstance(local, TooLarge):
+            local = local.described()
         down = rec.downstream.get(i, ())
         edges = []
         for slot, (c, _) in enumerate(info.children):

@@ -43,32 +43,52 @@ class Pending:
         return Pending(shape, self.dtype, self.n, row=self.row)
 
 
+# In-place torch functions that are not named like one (x.add_, torch.relu_ are: a trailing _).
+_INPLACE = {"__setitem__", "__set__", "__iadd__", "__isub__", "__imul__", "__itruediv__",
+            "__ifloordiv__", "__imod__", "__ipow__", "__imatmul__", "__iand__", "__ior__",
+            "__ixor__", "__ilshift__", "__irshift__"}
+_MUTATES: dict[Any, bool] = {}  # torch function -> whether it changes its first argument
+
+
+def _mutates(func: Any) -> bool:
+    """Whether a torch function changes its first argument in place (by its name, cached)."""
+    known = _MUTATES.get(func)
+    if known is None:
+        name = getattr(func, "__name__", "")
+        known = _MUTATES[func] = name in _INPLACE or (name.endswith("_")
+                                                       and not name.endswith("__"))
+    return known
+
+
+BLOCK = 1 << 16  # elements per stacked block (256 KB of float32: it stays in the cache)
+
+
 class Batch:
     """Tensors waiting for their statistics, grouped by (device, dtype, shape); each group is
     reduced as one stacked block when the batch is flushed: when it holds `held` elements, or
     when the numbers are asked for. Tensors of more than `small` elements are reduced at once.
 
     thread: the traced thread, the only one whose CPU reductions are narrowed to one thread.
-    A gradient is held as it is (autograd makes a new tensor rather than add into one that is
-    referenced); a forward value is copied, since the forward may change it in place (ReLU(inplace)).
+    Tensors are held as they are: autograd makes a new tensor rather than add into a gradient
+    that is referenced, and a forward value that an in-place torch call is about to change
+    (ReLU(inplace=True), x += 1) is copied first (`before_call`). A tensor changed in a way no
+    torch call shows is noted at the flush (its version moved) and left unsummarized.
     """
 
     def __init__(self, thread: int, small: int = 1 << 16, held: int = 1 << 21) -> None:
         self.thread, self.small, self.held_max = thread, small, held
-        self.groups: dict[tuple, list[tuple[torch.Tensor, Pending, int]]] = {}
+        self.groups: dict[tuple, list[list]] = {}  # key -> [tensor, pending, version] entries
+        self.aliases: dict[int, list[list]] = {}  # storage address -> forward values held there
         self.held = 0
         self.failures: list[str] = []  # what could not be summarized (changed in place)
         self._lock = threading.Lock()  # CUDA runs backward hooks on the device's own thread
 
-    def add(self, t: torch.Tensor, copy: bool) -> Pending:
-        """t's statistics, to come; `copy` for tensors that may change before the flush."""
+    def add(self, t: torch.Tensor, forward: bool = False) -> Pending:
+        """t's statistics, to come; `forward` for a forward value (the forward may change it)."""
         n = t.numel()
         pending = Pending(tuple(t.shape), t.dtype, n, self)
         if 0 < n <= self.small and stats.plain(t) is not None:  # the common case, kept short
-            if copy:
-                x, version = t.detach().clone(), -1  # ours: nobody changes it
-            else:
-                x, version = t, compat.version(t)
+            x = t.detach() if forward else t
         else:
             if n == 0:
                 pending.numbers, pending.batch = stats.ZERO, None
@@ -77,33 +97,58 @@ class Batch:
             if n > self.small:
                 self._reduce([(stats.flat(x), acc)], [[pending]])
                 return pending
-            version = compat.version(x)
-            if copy and x.dtype == t.dtype and x.layout == t.layout:  # else a new tensor already
-                x, version = x.clone(), -1
+            forward = forward and x.dtype == t.dtype and x.layout == t.layout  # else a new tensor
+        entry = [x, pending, compat.version(x)]
         with self._lock:
-            self.groups.setdefault((x.device, x.dtype, pending.shape), []).append(
-                (x, pending, version))
+            self.groups.setdefault((x.device, x.dtype, pending.shape), []).append(entry)
+            if forward:
+                self.aliases.setdefault(compat.storage_address(x), []).append(entry)
             self.held += n
             if self.held > self.held_max:
-                self._flush()
+                with torch.no_grad():
+                    self._flush()
         return pending
+
+    def before_call(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Before a torch call of the forward: copy the held values it will change in place."""
+        if not self.aliases:
+            return
+        if _mutates(func):
+            targets = args[:1]
+        elif kwargs and ("out" in kwargs or kwargs.get("inplace") is True):
+            out = kwargs.get("out")
+            targets = (out if isinstance(out, (tuple, list)) else (out,)) if out is not None \
+                else args[:1]
+        else:
+            return
+        with self._lock:
+            for t in targets:
+                if isinstance(t, torch.Tensor):
+                    for entry in self.aliases.pop(compat.storage_address(t), ()):
+                        entry[0], entry[2] = entry[0].clone(), -1  # ours now: nobody changes it
 
     def flush(self) -> None:
         """Reduce every waiting group (one block each) and let go of the tensors."""
-        with self._lock:
+        with self._lock, torch.no_grad():
             self._flush()
 
     def _flush(self) -> None:
         groups, self.groups, self.held = self.groups, {}, 0
+        self.aliases.clear()
         by_device: dict[Any, tuple[list, list]] = {}
         for (device, dtype, _), entries in groups.items():
             entries = self._unchanged(entries)
-            if entries:
-                xs, rows = by_device.setdefault(device, ([], []))
-                tensors = [x for x, _, _ in entries]
+            if not entries:
+                continue
+            xs, rows = by_device.setdefault(device, ([], []))
+            # blocks of at most BLOCK elements: each is read once per statistic, from the cache
+            per_block = max(1, BLOCK // entries[0][1].n)
+            for k in range(0, len(entries), per_block):
+                part = entries[k:k + per_block]
+                tensors = [x for x, _, _ in part]
                 xs.append((torch.stack(tensors).view(len(tensors), -1) if len(tensors) > 1
                            else stats.flat(tensors[0]), stats.accumulation(dtype)))
-                rows.append([row for _, row, _ in entries])
+                rows.append([row for _, row, _ in part])
         for xs, rows in by_device.values():
             self._reduce(xs, rows)
 
@@ -155,13 +200,13 @@ def resolve(pending: Iterable[Pending]) -> None:
             r.block = None  # the device memory goes with the last reference
 
 
-def recorded(t: torch.Tensor, level: str, batch: Batch, copy: bool = False) -> Any:
-    """The recorded form of a tensor: a Pending statistics vector ("stats") or a detached clone
-    ("full"); `copy` for a tensor that may change in place before its statistics are taken."""
+def recorded(t: torch.Tensor, level: str, batch: Batch, forward: bool = False) -> Any:
+    """The recorded form of a tensor: its statistics to come ("stats") or a detached clone
+    ("full"); `forward` for a forward value (see Batch)."""
     if level == "full":
         with torch.no_grad():
             return t.detach().clone()
-    return batch.add(t, copy)
+    return batch.add(t, forward)
 
 
 def same_memory(t: torch.Tensor, level: str, others: Any, records: Any) -> Pending | None:
@@ -170,15 +215,18 @@ def same_memory(t: torch.Tensor, level: str, others: Any, records: Any) -> Pendi
     Statistics ignore element order, so a transpose or reshape of a recorded tensor reuses its
     record; both tensors are alive here, so equal memory means equal contents.
     """
-    if level != "stats" or t.layout != torch.strided:
+    if level != "stats":
         return None
-    ptr = t.data_ptr()
-    if not ptr:  # no memory (meta, empty): nothing to tell tensors apart by
+    try:
+        ptr = t.data_ptr()  # the cheap test first: most gradients are new tensors
+        if not ptr:  # no memory (meta, empty): nothing to tell tensors apart by
+            return None
+        for o, rec in zip(others, records):
+            if o is not None and type(rec) is Pending and o.data_ptr() == ptr \
+                    and o.numel() == t.numel() and o.dtype == t.dtype and o.device == t.device \
+                    and compat.version(o) == compat.version(t) and stats.dense(t) \
+                    and stats.dense(o):
+                return rec.view(tuple(t.shape))
+    except RuntimeError:  # no data pointer (sparse): not a view of anything we hold
         return None
-    for o, rec in zip(others, records):  # the cheap test first: most gradients are new tensors
-        if o is not None and type(rec) is Pending and o.layout == torch.strided \
-                and o.data_ptr() == ptr and o.numel() == t.numel() and o.dtype == t.dtype \
-                and o.device == t.device and compat.version(o) == compat.version(t) \
-                and stats.dense(t) and stats.dense(o):
-            return rec.view(tuple(t.shape))
     return None

@@ -35,3 +35,4 @@ class NodeInfo:
     custom: bool = False  # a custom autograd.Function's node
     shapes: Any = None  # (shape, dtype) per output
     module: str = ""  # leaves: the module owning the parameter
+    opaque: str | None = None  # ops: why their insides are not ours to re-run (jacobians.opaque)

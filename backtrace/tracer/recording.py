@@ -15,6 +15,20 @@ from . import batch as batches, compat, jacobians, naming, stats
 from .nodes import NodeInfo
 
 
+class TooLarge:
+    """Local Jacobians too large to compute: the output element count and each input slot's
+    (None for a slot that sent nothing)."""
+
+    __slots__ = ("rows", "sizes")
+
+    def __init__(self, rows: int, sizes: list[int | None]) -> None:
+        self.rows, self.sizes = rows, sizes
+
+    def described(self) -> tuple:
+        """What jacobians.jacobians says of them: (None, "Jacobian R×C (not computed: ...)")."""
+        return jacobians.not_computed(self.rows, self.sizes, "too large")
+
+
 class BackwardRecording:
     """One backward call: the graph reachable from the roots, its hooks, and what they saw.
 
@@ -45,6 +59,8 @@ class BackwardRecording:
             if info.torch_type == "AccumulateGrad":
                 info.kind = "input"
                 self._leaf(info, params)
+            else:
+                info.opaque = jacobians.opaque(info)
         hook = self._hook
         for i, info in enumerate(self.infos):
             # A leaf fed by one edge receives exactly what its producer sent (recorded there),
@@ -79,9 +95,9 @@ class BackwardRecording:
                     visiting.discard(node)
                     index[node] = len(infos)
                     nexts.append(nxt)
+                    # (output shapes come later, from the values and gradients recorded)
                     infos.append(NodeInfo(node, type(node).__name__, node.metadata.get(md_key), (),
-                                          custom=isinstance(node, BackwardCFunction),
-                                          shapes=compat.output_metadata(node)))
+                                          custom=isinstance(node, BackwardCFunction)))
         self._link(index, nexts)
         return [index[r] for r in roots]
 
@@ -121,7 +137,10 @@ class BackwardRecording:
     # -- during backward
     def record(self, t: torch.Tensor | None) -> Any:
         """The recorded form of t at this recording's level (None stays None)."""
-        return None if t is None else batches.recorded(t, self.level, self.batch)
+        if t is None:
+            return None
+        return self.batch.add(t) if self.level == "stats" else batches.recorded(t, self.level,
+                                                                                self.batch)
 
     def _hook(self, i: int, grad_inputs: tuple, grad_outputs: tuple) -> None:
         """The post-hook of node i (grad_inputs: what it sends to its inputs)."""
@@ -140,9 +159,18 @@ class BackwardRecording:
         self.downstream[i] = self._downstream(info, grad_inputs, grad_outputs, upstream)
         if info.kind != "input":
             node = compat.current_node()  # the node running this hook; never stored
-            self.local[i] = jacobians.jacobians(info, node, grad_inputs, grad_outputs,
-                                                self.local_max)
+            self.local[i] = self._local(info, node, grad_inputs, grad_outputs)
             self.saved[i] = jacobians.saved(info, node)
+
+    def _local(self, info: NodeInfo, node: Any, grad_inputs: tuple, grad_outputs: tuple) -> Any:
+        """The node's local Jacobians; when they are plainly too large, only their sizes (the
+        text is made when the Trace is built: most nodes of a real model are like that)."""
+        if info.opaque is None and node is not None and all(g is not None for g in grad_outputs):
+            rows = sum(g.numel() for g in grad_outputs)
+            sizes = [None if g is None else g.numel() for g in grad_inputs]
+            if rows * max((n for n in sizes if n is not None), default=0) > self.local_max:
+                return TooLarge(rows, sizes)
+        return jacobians.jacobians(info, node, grad_inputs, grad_outputs, self.local_max)
 
     def _upstream(self, i: int, grad_outputs: tuple) -> tuple:
         """The gradients that arrived at node i's outputs, recorded (or reused)."""

@@ -46,7 +46,8 @@ class Forward:
         self.module_path, self.paused, self.error = module_path, paused, error
         self.stack: list[str] = []  # the paths of the modules running now, innermost last
         self.handles: list[Any] = []
-        self.mode = TorchCalls(self._on_call, functions=False)
+        self.mode = TorchCalls(self._on_call, functions=False,  # the batch protects what it holds
+                               before=batch.before_call if level == "stats" else None)
         self.on = False  # a mode left on a stack after stop() records nothing
         self.hidden: int | None = None  # module depth at which our mode was taken off the stack
 
@@ -73,6 +74,7 @@ class Forward:
             self.handles.clear()
             self.stack.clear()
             self.mode.on_call = _ignore  # no cycle through the mode: the tracer is freed at once
+            self.mode.before = None
 
     # -- torch calls
     def _on_call(self, call: Call) -> None:
@@ -120,7 +122,7 @@ class Forward:
             hit = batches.same_memory(t, self.level, inputs, records)
             if hit is not None:
                 return hit
-        return batches.recorded(t, self.level, self.batch, copy=True)  # forward may change it in place
+        return batches.recorded(t, self.level, self.batch, forward=True)
 
     # -- modules
     def _ours(self) -> bool:
@@ -148,9 +150,10 @@ class Forward:
             self.hidden = None
             if self.on:
                 self.mode.__enter__()
-        for t in tensors(output):
-            node = t.grad_fn
-            if node is not None:
-                stamp = node.metadata.get(self.md_key)
-                if stamp is not None and stamp.module_output is None:
-                    stamp.module_output = path
+        with compat.no_torch_function():  # reading grad_fn is not the user's torch call
+            for t in tensors(output):
+                node = t.grad_fn
+                if node is not None:
+                    stamp = node.metadata.get(self.md_key)
+                    if stamp is not None and stamp.module_output is None:
+                        stamp.module_output = path
