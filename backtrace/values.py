@@ -92,6 +92,39 @@ def norm(v: Any) -> float | None:
     return None
 
 
+def nonfinite(v: Any) -> float:
+    """How many elements of a value are inf or NaN (0 for None; per-slot tuples summed)."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return 0
+    if isinstance(v, float):
+        return 0 if math.isfinite(v) else 1
+    if isinstance(v, TensorStats):
+        # a trace written before the count existed still shows one through max |x| (the norm
+        # of huge finite values can overflow, max |x| cannot)
+        return v.nonfinite or (0 if math.isfinite(v.absmax) else 1)
+    if is_tensor(v):
+        x = v.detach()
+        return float(x.isfinite().logical_not().sum()) if x.is_floating_point() or \
+            x.is_complex() else 0
+    if isinstance(v, (tuple, list)):
+        return sum(nonfinite(x) for x in v)
+    return 0
+
+
+def has_nan(v: Any) -> bool:
+    """True when a value holds a NaN (statistics: max |x| is NaN exactly then)."""
+    if isinstance(v, float):
+        return math.isnan(v)
+    if isinstance(v, TensorStats):
+        return math.isnan(v.absmax)
+    if is_tensor(v):
+        x = v.detach()
+        return bool(x.isnan().any()) if x.is_floating_point() or x.is_complex() else False
+    if isinstance(v, (tuple, list)):
+        return any(has_nan(x) for x in v)
+    return False
+
+
 def numbers(v: Any) -> list[float] | None:
     """A value as a flat list of floats (tensors element by element, statistics as NUMBERS);
     None when there is no value."""

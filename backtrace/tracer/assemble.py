@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..traces import Edge, Step, Trace, TraceNode
+from ..values import nonfinite
 from . import batch as batches, compat, jacobians
 from .naming import snake
 from .nodes import NodeInfo
@@ -29,6 +30,18 @@ class Unbuilt:
         self.create_graph, self.retain_graph = create_graph, retain_graph
         self.failures = rec.failures + rec.batch.failures  # this call's, as they stand now
         rec.batch.failures.clear()
+
+    def nonfinite(self) -> bool:
+        """Whether a gradient of this call, or its output's value, holds inf or NaN (one
+        transfer of the statistics; the Trace is not built)."""
+        rec = self.rec
+        root = rec.infos[rec.root_ids[0]]
+        out = root.stamp.values.values() if root.stamp is not None else ()
+        values = list(_walk_values([*rec.upstream.values(), *rec.downstream.values(),
+                                    *rec.sums.values(), *out]))
+        with compat.no_torch_function():
+            batches.resolve([v for v in values if isinstance(v, batches.Pending)])
+            return any(nonfinite(_finalize(v)) for v in values)
 
     def build(self) -> Trace:
         """The Trace of this call."""
@@ -72,7 +85,7 @@ class _Assembly:
 
     def __init__(self, rec: BackwardRecording) -> None:
         self.rec, self.infos = rec, rec.infos
-        self._node_modules: list[str] | None = None
+        self._node_modules: list[tuple[str, str]] | None = None
 
     def nodes(self) -> list[TraceNode]:
         """Every node, inputs before consumers; an input needing no gradient right before its
@@ -149,22 +162,28 @@ class _Assembly:
             parent = self.infos[info.parent] if info.parent >= 0 else None
             if parent is not None and parent.stamp is not None:
                 meta["within"] = parent.stamp.op
-            return snake(info.torch_type), self._inherited_module(i), None
+            module, source = self._inherited(i)
+            if source:
+                meta["source"] = source
+            return snake(info.torch_type), module, None
         values = [stamp.values.get(k) for k in range(max(stamp.values, default=0) + 1)]
         if stamp.inplace:
             meta["inplace"] = True
         if stamp.module_output is not None:
             meta["module_output"] = stamp.module_output
+        if stamp.source:
+            meta["source"] = stamp.source
         return stamp.op, stamp.module, _finalize(_one(tuple(values)))
 
-    def _inherited_module(self, i: int) -> str:
-        """An unstamped node (made inside a composite op) belongs to its consumer's module."""
+    def _inherited(self, i: int) -> tuple[str, str]:
+        """An unstamped node (made inside a composite op) belongs to its consumer's module and
+        source line."""
         if self._node_modules is None:
-            modules = [""] * len(self.infos)
+            modules = [("", "")] * len(self.infos)
             for k in range(len(self.infos) - 1, -1, -1):  # consumers come after their inputs
                 x = self.infos[k]
                 if x.stamp is not None:
-                    modules[k] = x.stamp.module
+                    modules[k] = (x.stamp.module, x.stamp.source)
                 elif x.parent >= 0:
                     modules[k] = modules[x.parent]
             self._node_modules = modules

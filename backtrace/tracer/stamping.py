@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..torchcalls import Call, TorchCalls
-from . import batch as batches, compat
+from . import batch as batches, compat, sources
 from .naming import op_name
 from .nodes import Stamp
 
@@ -105,7 +105,7 @@ class Forward:
             if stamp is None:
                 op, inplace = op_name(func)
                 stamp = Stamp(op, self.stack[-1] if self.stack else "",
-                              compat.saved_tensor_hooks_active(), inplace)
+                              compat.saved_tensor_hooks_active(), inplace, source=sources.caller())
                 md[self.md_key] = stamp
             elif t.output_nr in stamp.values:
                 continue  # an op that returned an existing tensor unchanged

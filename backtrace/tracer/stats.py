@@ -28,6 +28,15 @@ class Reduction(NamedTuple):
     if_not_finite: bool = False
 
 
+def _max_min(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's max and min: in one read for a single row (aminmax along a dimension is many
+    times slower on the CPU than amax and amin)."""
+    if x.shape[0] == 1:
+        lo, hi = torch.aminmax(x.reshape(-1))
+        return hi.reshape(1), lo.reshape(1)
+    return x.amax(-1), x.amin(-1)
+
+
 def _absmax(hi: float, lo: float) -> float:
     """max |x| from max x and min x (NaN when either is: amax and amin propagate NaN)."""
     return hi + lo if math.isnan(hi) or math.isnan(lo) else max(hi, -lo)
@@ -39,7 +48,7 @@ REDUCTIONS: dict[str, Reduction] = {
     "norm": Reduction(lambda x, acc: (torch.linalg.vector_norm(
         x, dim=-1, dtype=acc if acc != x.dtype else None),), lambda p, n: p[0]),
     "mean": Reduction(lambda x, acc: (x.sum(-1, dtype=acc),), lambda p, n: p[0] / n),
-    "absmax": Reduction(lambda x, acc: (x.amax(-1), x.amin(-1)), lambda p, n: _absmax(*p)),
+    "absmax": Reduction(lambda x, acc: _max_min(x), lambda p, n: _absmax(*p)),
     # x * 0 is NaN exactly where x is inf or NaN
     "nonfinite": Reduction(lambda x, acc: ((x * 0).nan_to_num_(1.0).sum(-1, dtype=torch.float64),),
                            lambda p, n: p[0], if_not_finite=True),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -49,7 +49,8 @@ class Tracer:
     def __init__(self, model: torch.nn.Module | None = None,
                  names: Mapping[str, torch.Tensor] | None = None, level: str = "stats",
                  local_max: int = 64, max_traces: int | None = None,
-                 frame_names: bool = True, stop_after: int | None = None) -> None:
+                 frame_names: bool = True, stop_after: int | None = None,
+                 after_call: Callable[[Tracer], None] | None = None) -> None:
         if level not in LEVELS:
             raise UsageError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
         if names is not None and not isinstance(names, Mapping):
@@ -58,7 +59,7 @@ class Tracer:
         _count("stop_after", stop_after)
         self.model, self.level, self.local_max = model, level, local_max
         self.max_traces, self.frame_names = max_traces, frame_names
-        self.stop_after = stop_after
+        self.stop_after, self.after_call = stop_after, after_call
         self.names: dict[str, torch.Tensor] = dict(names or {})  # held only while on
         self._names_off: dict[str, weakref.ref] = {}  # between blocks: an intermediate's graph is freed
         self._traces: list[Trace | assemble.Unbuilt] = []  # built when first read
@@ -268,6 +269,18 @@ class Tracer:
             self.recorded += 1
             if self.max_traces is not None and len(self._traces) > self.max_traces:
                 del self._traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
+            if self.after_call is not None and error is None:
+                self.after_call(self)  # may raise into the caller: `backtrace nan` stops so
+
+    def last_nonfinite(self) -> bool:
+        """Whether the last recorded backward call saw an inf or NaN gradient or output value
+        (its statistics come to the host; its Trace is not built)."""
+        if not self._traces:
+            return False
+        last = self._traces[-1]
+        if isinstance(last, assemble.Unbuilt):
+            return last.nonfinite()
+        return last.nonfinite() is not None
 
 
 def _roots(args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
@@ -282,7 +295,8 @@ def _roots(args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
 
 def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor] | None = None,
           level: str = "stats", local_max: int = 64, max_traces: int | None = None,
-          frame_names: bool = True, stop_after: int | None = None) -> Tracer:
+          frame_names: bool = True, stop_after: int | None = None,
+          after_call: Callable[[Tracer], None] | None = None) -> Tracer:
     """Record every backward call made inside ``with trace(...) as t`` as a Trace in ``t.traces``.
 
     model: its parameters are named (``fc1.weight``) and its modules give each node a path.
@@ -290,6 +304,7 @@ def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor
     "stats" (shape, norm, mean, max |x|) or "full" (detached clones). local_max: largest local
     Jacobian (elements) computed exactly. max_traces: keep only the last this many traces (a
     rolling window, so a long training loop holds bounded memory). stop_after: record only the
-    first this many backward calls; later ones run untraced, at no cost.
+    first this many backward calls; later ones run untraced, at no cost. after_call(tracer):
+    called after each recorded backward call (what it raises reaches the caller of backward).
     """
-    return Tracer(model, names, level, local_max, max_traces, frame_names, stop_after)
+    return Tracer(model, names, level, local_max, max_traces, frame_names, stop_after, after_call)
