@@ -93,3 +93,16 @@ def test_help_teaches():
     out = CliRunner().invoke(cli, ["nan", "--help"])
     assert out.exit_code == 0 and "backtrace nan train.py --epochs 3" in out.output
     assert "nan" in CliRunner().invoke(cli, ["--help"]).output
+
+
+def test_the_readme_example():
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "nan_where.py"
+    out = CliRunner().invoke(cli, ["nan", str(example)])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 1 and "backward call 1: sqrt" in text
+    assert "nan_where.py:15: dist = torch.where(pred > 0, torch.sqrt(pred)," in text
+    assert "cause: 0 × NaN" in text and "(10 non-finite)" in text
+    readme = (example.parent.parent / "README.md").read_text()
+    assert "examples/nan_where.py:15: dist = torch.where" in readme
