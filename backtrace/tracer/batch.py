@@ -61,7 +61,6 @@ def _mutates(func: Any) -> bool:
 
 
 BLOCK = 1 << 16  # elements per stacked block (256 KB of float32: it stays in the cache)
-NARROW_BELOW = 1 << 18  # reductions of fewer elements run on one CPU thread
 
 
 class Batch:
@@ -184,10 +183,8 @@ class Batch:
             self.failures.append(message)
 
     def _narrow(self, x: torch.Tensor):
-        """One CPU thread for small reductions of the traced thread (see stats.one_thread); a
-        large one is worth the threads torch would give it."""
-        return stats.one_thread(x.device.type == "cpu" and x.numel() < NARROW_BELOW
-                                and threading.get_ident() == self.thread)
+        """One CPU thread for the reductions of the traced thread (see stats.one_thread)."""
+        return stats.one_thread(x.device.type == "cpu" and threading.get_ident() == self.thread)
 
 
 def resolve(pending: Iterable[Pending]) -> None:

@@ -4,6 +4,8 @@ tensor), and the numbers of many blocks come back with one transfer per device a
 Batching tensors into blocks is tracer.batch's job."""
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -37,6 +39,13 @@ def _max_min(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.amax(-1), x.amin(-1)
 
 
+def _count_nonfinite(x: torch.Tensor) -> torch.Tensor:
+    """How many elements of each row are inf or NaN: x * 0 is NaN exactly there (counted in
+    float32, exact up to 2**24 elements a row, else in float64)."""
+    exact = torch.float32 if x.shape[-1] <= 1 << 24 else torch.float64
+    return (x * 0).nan_to_num_(1.0).sum(-1, dtype=exact)
+
+
 def _absmax(hi: float, lo: float) -> float:
     """max |x| from max x and min x (NaN when either is: amax and amin propagate NaN)."""
     return hi + lo if math.isnan(hi) or math.isnan(lo) else max(hi, -lo)
@@ -49,9 +58,8 @@ REDUCTIONS: dict[str, Reduction] = {
         x, dim=-1, dtype=acc if acc != x.dtype else None),), lambda p, n: p[0]),
     "mean": Reduction(lambda x, acc: (x.sum(-1, dtype=acc),), lambda p, n: p[0] / n),
     "absmax": Reduction(lambda x, acc: _max_min(x), lambda p, n: _absmax(*p)),
-    # x * 0 is NaN exactly where x is inf or NaN
-    "nonfinite": Reduction(lambda x, acc: ((x * 0).nan_to_num_(1.0).sum(-1, dtype=torch.float64),),
-                           lambda p, n: p[0], if_not_finite=True),
+    "nonfinite": Reduction(lambda x, acc: (_count_nonfinite(x),), lambda p, n: p[0],
+                           if_not_finite=True),
 }
 
 assert tuple(REDUCTIONS) == TensorStats.NUMBERS, "one reduction per TensorStats statistic"
@@ -91,12 +99,16 @@ def reduce_blocks(xs: list[tuple[torch.Tensor, torch.dtype]]) -> list[Block]:
     if xs[0][0].device.type != "cpu":
         return [Block(block_parts(x, acc, None), True) for x, acc in xs]
     blocks = [Block(block_parts(x, acc, False), False) for x, acc in xs]
-    total = blocks[0].data.sum() if len(blocks) == 1 else \
-        torch.cat([b.data for b in blocks], dim=1).sum()
-    if not math.isfinite(total.item()):
-        for b, (x, acc) in zip(blocks, xs):
-            if not math.isfinite(b.data.sum().item()):
-                b.data, b.full = _in_order(b.data, block_parts(x, acc, True)), True
+    data = blocks[0].data if len(blocks) == 1 else torch.cat([b.data for b in blocks], dim=1)
+    finite = data.sum(0).isfinite()  # per row of every block: one look for all of them
+    if not bool(finite.all()):
+        starts = list(itertools.accumulate((b.data.shape[1] for b in blocks), initial=0))
+        bad = {bisect.bisect_right(starts, col) - 1
+               for col in finite.logical_not().nonzero().flatten().tolist()}
+        for k in sorted(bad):
+            x, acc = xs[k]
+            blocks[k].data = _in_order(blocks[k].data, block_parts(x, acc, True))
+            blocks[k].full = True
     return blocks
 
 

@@ -9,7 +9,8 @@ in one process); the table gives medians and the ratio to the untraced step:
 - untraced: the step alone.
 - stats, full: inside `backtrace.trace(model=..., level=...)` (entering and leaving the tracer
   included). A Trace is built when first read; `stats + read` also reads `t.trace` (builds it,
-  and its statistics come to the host) inside the timed region.
+  and its statistics come to the host) inside the timed region; `stats, left on` is one tracer
+  kept for every step of a model (max_traces=1), as around a training loop.
 - hooks (floor): plain `Node.register_hook` post-hooks on every node, each recording the norms of
   the gradients it sends (one transfer at the end): the least a per-node recorder can cost.
 - detect_anomaly: the step under `torch.autograd.detect_anomaly()`.
@@ -103,6 +104,22 @@ def traced(level: str, read: bool) -> Callable[[Case], None]:
     return run
 
 
+class LeftOn:
+    """level stats left on: one tracer (max_traces=1) for all the steps of a case, as around a
+    training loop; entering and leaving it are not timed (it is left off between steps only so
+    that the other contenders run untraced)."""
+
+    def __init__(self) -> None:
+        self.tracers: dict[int, backtrace.tracer.Tracer] = {}
+
+    def __call__(self, case: Case, clock: Callable[[], float]) -> float:
+        t = self.tracers.setdefault(id(case), backtrace.trace(model=case.model, max_traces=1))
+        with t:
+            start = clock()
+            case.step().backward()
+            return clock() - start
+
+
 def hooks_floor(case: Case) -> None:
     loss = case.step()
     nodes, seen, stack = [], set(), [loss.grad_fn]
@@ -149,7 +166,8 @@ def torchlens_contender() -> Callable[[Case], None] | None:
 
 def contenders(with_torchlens: bool) -> dict[str, Callable[[Case], None]]:
     found = {"untraced": untraced, "stats": traced("stats", False),
-             "stats + read": traced("stats", True), "full": traced("full", False),
+             "stats + read": traced("stats", True), "stats, left on": LeftOn(),
+             "full": traced("full", False),
              "hooks (floor)": hooks_floor, "detect_anomaly": anomaly}
     lens = torchlens_contender() if with_torchlens else None
     if lens is not None:
@@ -164,6 +182,8 @@ def timed(run: Callable[[Case], None], case: Case, clock: Callable[[], float]) -
     gc.collect()
     sync = torch.cuda.synchronize if case.inputs[0].is_cuda else (lambda: None)
     sync()
+    if isinstance(run, LeftOn):  # times its own step
+        return run(case, lambda: (sync(), clock())[1])
     start = clock()
     run(case)
     sync()
