@@ -189,3 +189,14 @@ def test_no_host_read_per_node(depth):
         with Count() as count:
             loss.backward()
     assert len(t.trace.steps) > 2 * depth and count.reads <= 2
+
+
+def test_files_written_before_the_count_read_back_as_finite():
+    from backtrace.traces import decode, encode
+
+    old = {"stats": {"shape": [2], "dtype": "float32", "norm": 1.0, "mean": 0.5, "absmax": 1.0}}
+    assert decode(old) == TensorStats((2,), "float32", 1.0, 0.5, 1.0, 0.0)
+    new = TensorStats((2,), "float32", float("inf"), float("nan"), float("inf"), 2.0)
+    again = decode(encode(new))
+    assert again.nonfinite == 2.0 and str(again) == "[2] ‖·‖=inf (2 non-finite)"
+    assert str(TensorStats((2,), "float32", 1.0, 0.5, 1.0)) == "[2] ‖·‖=1"  # unchanged

@@ -10,7 +10,7 @@ import torch
 
 from ..traces import Edge, Step, Trace, TraceNode
 from ..values import nonfinite
-from . import batch as batches, compat, jacobians
+from . import batch as batches, compat, jacobians, sources
 from .naming import snake
 from .nodes import NodeInfo
 from .recording import BackwardRecording, TooLarge
@@ -172,7 +172,7 @@ class _Assembly:
         if stamp.module_output is not None:
             meta["module_output"] = stamp.module_output
         if stamp.source:
-            meta["source"] = stamp.source
+            meta["source"] = sources.text(stamp.source)
         return stamp.op, stamp.module, _finalize(_one(tuple(values)))
 
     def _inherited(self, i: int) -> tuple[str, str]:
@@ -183,7 +183,7 @@ class _Assembly:
             for k in range(len(self.infos) - 1, -1, -1):  # consumers come after their inputs
                 x = self.infos[k]
                 if x.stamp is not None:
-                    modules[k] = (x.stamp.module, x.stamp.source)
+                    modules[k] = (x.stamp.module, sources.text(x.stamp.source))
                 elif x.parent >= 0:
                     modules[k] = modules[x.parent]
             self._node_modules = modules

@@ -16,7 +16,7 @@ class Stamp:
     inplace: bool = False
     values: dict = field(default_factory=dict)  # output_nr -> value (stats placeholder or tensor)
     module_output: str | None = None
-    source: str = ""  # path:line of the user's code that made the node
+    source: tuple[str, int] | None = None  # (path, line) of the user's code that made the node
 
 
 @dataclass(slots=True)

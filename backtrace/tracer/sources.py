@@ -9,8 +9,9 @@ _OURS = ("torch", "backtrace")  # frames of these packages are not the user's
 _SKIP: dict[object, bool] = {}  # code object -> whether its frames are skipped (cached)
 
 
-def caller(depth: int = 1) -> str:
-    """``path:line`` of the innermost user frame above the caller's (the empty text if none)."""
+def caller(depth: int = 1) -> tuple[str, int] | None:
+    """(path, line) of the innermost user frame above the caller's, None if there is none (made
+    text by `text` only when a Trace is built: this runs for every node the forward makes)."""
     frame = sys._getframe(depth)
     while frame is not None:
         code = frame.f_code
@@ -19,9 +20,14 @@ def caller(depth: int = 1) -> str:
             name = frame.f_globals.get("__name__", "")
             skip = _SKIP[code] = name.partition(".")[0] in _OURS
         if not skip:
-            return f"{code.co_filename}:{frame.f_lineno}"
+            return code.co_filename, frame.f_lineno
         frame = frame.f_back
-    return ""
+    return None
+
+
+def text(source: tuple[str, int] | None) -> str:
+    """``path:line`` (the empty text for no source)."""
+    return f"{source[0]}:{source[1]}" if source else ""
 
 
 def short(source: str) -> str:
