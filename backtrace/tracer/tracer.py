@@ -6,7 +6,9 @@ Backward: ``Tensor.backward``, ``torch.autograd.backward`` and ``torch.autograd.
 while any tracer is on (one shared wrapper hands each call to the calling thread's tracers, so
 tracers in several threads may exit in any order); right before each call the graph reachable
 from the roots gets one post-hook per node (tracer.recording), and every handle is removed after
-the call, also when it raises; the recording then becomes a Trace (tracer.assemble).
+the call, also when it raises. The statistics the hooks asked for are reduced in batches
+(tracer.batch) at the end of the call; the recording becomes a Trace (tracer.assemble) when it is
+first read.
 """
 from __future__ import annotations
 
