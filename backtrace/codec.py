@@ -198,10 +198,12 @@ def _stats(body: Any, where: str) -> TensorStats:
     if not isinstance(body, dict):
         raise TraceFormatError(f"{where}: stats must be an object, not {_short(body)}")
     shape, dtype = _shape(body, where), _dtype(body, where)
-    missing = [k for k in TensorStats.NUMBERS if k not in body]
+    # a statistic with a default may be missing: files written before it existed
+    missing = [k for k in TensorStats.NUMBERS if k not in body and k not in TensorStats.DEFAULTS]
     if missing:
         raise TraceFormatError(f"{where}: stats lack {', '.join(missing)}")
     return TensorStats.of(shape, dtype, [_real(decode(body[k], f"{where}.{k}", 1), f"{where}.{k}")
+                                         if k in body else TensorStats.DEFAULTS[k]
                                          for k in TensorStats.NUMBERS])
 
 

@@ -49,20 +49,21 @@ class TorchCalls(TorchFunctionMode):
     """``with TorchCalls(on_call): ...`` calls ``on_call(call)`` after every torch call inside.
 
     on_call's exceptions are the caller's to handle (the tracer catches its own); `functions=False`
-    leaves custom Functions unwrapped; `on_start()`, if given, runs before each torch call (the
-    tracer tells the nodes a call makes from those made between calls by it)."""
+    leaves custom Functions unwrapped; `before(func, args, kwargs)`, if given, runs before each
+    torch call (the tracer tells the nodes a call makes from those made between calls, and copies
+    what an in-place op is about to change)."""
 
     def __init__(self, on_call: Callable[[Call], None], functions: bool = True,
-                 on_start: Callable[[], None] | None = None) -> None:
+                 before: Callable[[Any, tuple, dict], None] | None = None) -> None:
         super().__init__()
-        self.on_call, self.functions, self.on_start = on_call, functions, on_start
+        self.on_call, self.functions, self.before = on_call, functions, before
         self.depth = 0  # > 0 inside a custom Function's forward
         self._restore: list[tuple[type, Any]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.on_start is not None:
-            self.on_start()
+        if self.before is not None:
+            self.before(func, args, kwargs)
         out = func(*args, **kwargs)
         # No copies of args and kwargs: this runs on every torch call while the recorder is on.
         self.on_call(Call(func, args, kwargs, out, self.depth > 0))

@@ -137,6 +137,13 @@ class Trace:
         order += [n.id for n in reversed(self.nodes) if n.id not in seen]
         return order
 
+    def nonfinite(self) -> Any:
+        """The first non-finite gradient or value explained (a backtrace.nonfinite.NonFinite:
+        culprit node, source line, cause, fix), or None when the gradients and output are finite."""
+        from .nonfinite import explain  # reads a Trace by its fields: imports no traces
+
+        return explain(self)
+
     def consumers(self, node_id: str) -> list[tuple[Step, Edge]]:
         """Every backward edge that sends gradient into node_id, in execution order (fan-in)."""
         return [(s, e) for s in self.steps for e in s.edges if e.input == node_id]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
 
@@ -17,15 +17,18 @@ class TensorStats:
 
     The statistics are the fields after shape and dtype; every reader and writer (JSON, the
     tracer's reductions, comparisons) iterates over `TensorStats.NUMBERS`, so adding one is one
-    field here plus its reduction in `backtrace.tracer.stats.REDUCTIONS`."""
+    field here plus its reduction in `backtrace.tracer.stats.REDUCTIONS`. A field with a default
+    may be missing from files written before it existed (`DEFAULTS`)."""
 
     shape: tuple[int, ...]
     dtype: str
     norm: float
     mean: float
     absmax: float
+    nonfinite: float = 0.0  # how many elements are inf or NaN
 
     NUMBERS: ClassVar[tuple[str, ...]]
+    DEFAULTS: ClassVar[dict[str, float]]
 
     @classmethod
     def of(cls, shape: Sequence[int], dtype: str, numbers: Sequence[float]) -> TensorStats:
@@ -41,6 +44,7 @@ class TensorStats:
 
 
 TensorStats.NUMBERS = tuple(f.name for f in fields(TensorStats))[2:]
+TensorStats.DEFAULTS = {f.name: f.default for f in fields(TensorStats) if f.default is not MISSING}
 
 
 def format_number(v: float | None) -> str:
@@ -129,6 +133,39 @@ def norm(v: Any) -> float | None:
     return None
 
 
+def nonfinite(v: Any) -> float:
+    """How many elements of a value are inf or NaN (0 for None; per-slot tuples summed)."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return 0
+    if isinstance(v, float):
+        return 0 if math.isfinite(v) else 1
+    if isinstance(v, TensorStats):
+        # a trace written before the count existed still shows one through max |x| (the norm
+        # of huge finite values can overflow, max |x| cannot)
+        return v.nonfinite or (0 if math.isfinite(v.absmax) else 1)
+    if is_tensor(v):
+        x = v.detach()
+        return float(x.isfinite().logical_not().sum()) if x.is_floating_point() or \
+            x.is_complex() else 0
+    if isinstance(v, (tuple, list)):
+        return sum(nonfinite(x) for x in v)
+    return 0
+
+
+def has_nan(v: Any) -> bool:
+    """True when a value holds a NaN (statistics: max |x| is NaN exactly then)."""
+    if isinstance(v, float):
+        return math.isnan(v)
+    if isinstance(v, TensorStats):
+        return math.isnan(v.absmax)
+    if is_tensor(v):
+        x = v.detach()
+        return bool(x.isnan().any()) if x.is_floating_point() or x.is_complex() else False
+    if isinstance(v, (tuple, list)):
+        return any(has_nan(x) for x in v)
+    return False
+
+
 def numbers(v: Any) -> list[float] | None:
     """A value as a flat list of floats (tensors element by element, statistics as NUMBERS);
     None when there is no value."""
@@ -194,4 +231,7 @@ def describe(v: Any, *, absmax: bool = False, listed: int = 1, slots: bool = Fal
     else:
         return str(v)
     text = f"{shape_text(v.shape)} ‖·‖={format_number(size)}"
-    return f"{text} max|·|={format_number(top)}" if absmax else text
+    if absmax:
+        text = f"{text} max|·|={format_number(top)}"
+    bad = v.nonfinite if isinstance(v, TensorStats) else 0
+    return f"{text} ({format_number(bad)} non-finite)" if bad else text

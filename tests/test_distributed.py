@@ -167,7 +167,8 @@ def test_fsdp2_names_and_global_figures_equal_a_single_process_run(ranks):
                                                                          "world_size": 2}
             assert set(got[level]["grads"]) == set(expected)  # the model's names, no %k
         for name, p in expected.items():
-            norm, mean, absmax = got["stats"]["grads"][name]  # global, not the local shard's
+            norm, mean, absmax, nonfinite = got["stats"]["grads"][name]  # global, not the shard's
+            assert nonfinite == 0
             assert norm == pytest.approx(p.grad.norm().item(), rel=1e-12)
             assert mean == pytest.approx(p.grad.mean().item(), rel=1e-9, abs=1e-15)
             assert absmax == pytest.approx(p.grad.abs().max().item(), rel=1e-12)

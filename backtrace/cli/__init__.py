@@ -13,6 +13,7 @@ COMMANDS = {
     "descend": "backtrace.cli.descend_cmd:descend",
     "diff": "backtrace.cli.diff_cmd:diff",
     "explain": "backtrace.cli.explain:explain",
+    "nan": "backtrace.cli.nan_cmd:nan",
     "ops": "backtrace.cli.ops:ops",
     "render": "backtrace.cli.render_cmd:render",
     "trace": "backtrace.cli.trace_cmd:trace",
@@ -62,6 +63,7 @@ def cli() -> None:
       backtrace explain "f=(x+y)*z" x=-2 y=5 z=-4 -o graph.svg  the annotated graph
       backtrace descend "L=(w-3)**2" --w 0 --lr 0.1             gradient descent, step by step
       backtrace trace train.py                                  per-node gradients of real PyTorch
+      backtrace nan train.py                                    where the first NaN comes from
       backtrace ops                                             operators and derivative rules
     Each command's --help has more. Exit codes: 0 ok, 1 computation or I/O error, 2 usage error.
     """

@@ -174,25 +174,25 @@ def record(call: Callable[..., Any], inputs: list[Any], label: Callable[[Any], s
         def __init__(self) -> None:
             super().__init__(self.seen)
             self.calls: list[RecordedCall] = []
-            self.before: list[tuple[Any, Any, Key] | None] = []
+            self.targets: list[tuple[Any, Any, Key] | None] = []  # per call running now
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             target = args[0] if args and hasattr(args[0], "grad_fn") and \
                 in_place(func, args, kwargs) else None
-            self.before.append(None if target is None else (
+            self.targets.append(None if target is None else (
                 target.detach().clone().requires_grad_(target.requires_grad), target.grad_fn,
                 key(target)))
             try:
                 return super().__torch_function__(func, types, args, kwargs)
             finally:
-                self.before.pop()
+                self.targets.pop()
 
         def seen(self, c: Call) -> None:
             # Ops inside a custom Function's forward are its own business: its backward is what
             # gets checked, as one node.
             if not c.inside:
-                before = self.before[-1] if self.before and not c.custom else None
+                before = self.targets[-1] if self.targets and not c.custom else None
                 self.calls.append(RecordedCall.of(c, before, label(c.func)))
 
     recorder = Recorder()

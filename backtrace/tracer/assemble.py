@@ -9,18 +9,53 @@ from typing import Any
 import torch
 
 from ..traces import Edge, Step, Trace, TraceNode
-from . import jacobians, stats
+from ..values import nonfinite
+from . import batch as batches, compat, jacobians, sources
 from .naming import snake
 from .nodes import NodeInfo
-from .recording import BackwardRecording
+from .recording import BackwardRecording, TooLarge
+
+
+class Unbuilt:
+    """A backward call's recording, kept until its Trace is first read (most traces of a long
+    training run never are): building it, and the one transfer of its statistics, wait till then."""
+
+    __slots__ = ("rec", "call", "create_graph", "retain_graph", "error", "failures")
+
+    def __init__(self, rec: BackwardRecording, call: int, create_graph: bool, retain_graph: bool,
+                 error: BaseException | None) -> None:
+        self.rec, self.call = rec, call
+        # as text: the exception's traceback would keep the frames and their tensors alive
+        self.error = None if error is None else f"{type(error).__name__}: {error}"
+        self.create_graph, self.retain_graph = create_graph, retain_graph
+        self.failures = rec.failures + rec.batch.failures  # this call's, as they stand now
+        rec.batch.failures.clear()
+
+    def nonfinite(self) -> bool:
+        """Whether a gradient of this call, or its output's value, holds inf or NaN (one
+        transfer of the statistics; the Trace is not built)."""
+        rec = self.rec
+        root = rec.infos[rec.root_ids[0]]
+        out = root.stamp.values.values() if root.stamp is not None else ()
+        values = list(_walk_values([*rec.upstream.values(), *rec.downstream.values(),
+                                    *rec.sums.values(), *out]))
+        with compat.no_torch_function():
+            batches.resolve([v for v in values if isinstance(v, batches.Pending)])
+            return any(nonfinite(_finalize(v)) for v in values)
+
+    def build(self) -> Trace:
+        """The Trace of this call."""
+        with compat.no_torch_function():
+            return finish(self.rec, self.call, self.create_graph, self.retain_graph, self.error,
+                          self.failures)
 
 
 def finish(rec: BackwardRecording, call: int, create_graph: bool, retain_graph: bool,
-           error: BaseException | None) -> Trace:
+           error: str | None, failures: list[str]) -> Trace:
     """Build the Trace; one device sync resolves every statistic."""
     infos = rec.infos
-    pending = [x for x in _walk_values(_all_values(rec)) if isinstance(x, stats.Pending)]
-    stats.resolve(pending)
+    pending = [x for x in _walk_values(_all_values(rec)) if isinstance(x, batches.Pending)]
+    batches.resolve(pending)
     assembly = _Assembly(rec)
     nodes, steps = assembly.nodes(), assembly.steps()
     meta = {"level": rec.level, "call": call, "kind": rec.kind,
@@ -28,9 +63,9 @@ def finish(rec: BackwardRecording, call: int, create_graph: bool, retain_graph: 
             "roots": tuple(infos[r].id for r in rec.root_ids),
             "torch": torch.__version__}
     if error is not None:
-        meta["error"] = f"{type(error).__name__}: {error}"
-    if rec.failures:
-        meta["tracer_errors"] = tuple(rec.failures)
+        meta["error"] = error
+    if failures:
+        meta["tracer_errors"] = tuple(failures)
     return Trace("torch", infos[rec.root_ids[0]].id, tuple(nodes), tuple(steps), meta)
 
 
@@ -50,7 +85,7 @@ class _Assembly:
 
     def __init__(self, rec: BackwardRecording) -> None:
         self.rec, self.infos = rec, rec.infos
-        self._node_modules: list[str] | None = None
+        self._node_modules: list[tuple[str, str]] | None = None
 
     def nodes(self) -> list[TraceNode]:
         """Every node, inputs before consumers; an input needing no gradient right before its
@@ -89,11 +124,29 @@ class _Assembly:
         meta["name"] = info.name
         if any(nr for _, nr in info.children):  # which output of a split, chunk, ... each slot reads
             meta["input_outputs"] = tuple(nr for _, nr in info.children)
-        if info.shapes is not None:
-            meta["shapes"] = tuple(s for s, _ in info.shapes)
-            meta["dtypes"] = tuple(d for _, d in info.shapes)
+        shapes = info.shapes if info.shapes is not None else self._shapes(i, info)
+        if shapes is not None:
+            meta["shapes"] = tuple(s for s, _ in shapes)
+            meta["dtypes"] = tuple(d for _, d in shapes)
         expr = "input" if info.kind == "input" else f"{op}({', '.join(inputs)})"
         return TraceNode(info.id, op, inputs, expr, value, grad, info.kind, meta)
+
+    def _shapes(self, i: int, info: NodeInfo) -> tuple | None:
+        """(shape, dtype) of each forward output of an op node, from its recorded values or, for
+        outputs the forward did not record, the gradients they received (which autograd checks
+        against the outputs' shape and dtype); None when one is unknown."""
+        values = info.stamp.values if info.stamp is not None else {}
+        upstream = self.rec.upstream.get(i, ())
+        count = max(len(upstream), max(values, default=-1) + 1)
+        shapes = []
+        for k in range(count):
+            v = values.get(k)
+            if v is None and k < len(upstream):
+                v = upstream[k]
+            if v is None:
+                return None
+            shapes.append((tuple(v.shape), compat.dtype_name(v.dtype)))
+        return tuple(shapes) if shapes else None
 
     def _leaf_grad(self, i: int) -> Any:
         """A leaf's gradient: what reached it (under autograd.grad, its contributions summed)."""
@@ -113,25 +166,33 @@ class _Assembly:
                     and not info.custom:  # a custom Function's node is no composite's inside
                 meta["within"] = parent.stamp.op
             if stamp is None:
-                return snake(info.torch_type), self._inherited_module(i), None
+                module, source = self._inherited(i)
+                if source:
+                    meta["source"] = source
+                return snake(info.torch_type), module, None
             if stamp.module_output is not None:
                 meta["module_output"] = stamp.module_output
+            if stamp.source:
+                meta["source"] = sources.text(stamp.source)
             return snake(info.torch_type), stamp.module, None  # stamped with where it was made
         values = [stamp.values.get(k) for k in range(max(stamp.values, default=0) + 1)]
         if stamp.inplace:
             meta["inplace"] = True
         if stamp.module_output is not None:
             meta["module_output"] = stamp.module_output
+        if stamp.source:
+            meta["source"] = sources.text(stamp.source)
         return stamp.op, stamp.module, _finalize(_one(tuple(values)))
 
-    def _inherited_module(self, i: int) -> str:
-        """An unstamped node (made inside a composite op) belongs to its consumer's module."""
+    def _inherited(self, i: int) -> tuple[str, str]:
+        """An unstamped node (made inside a composite op) belongs to its consumer's module and
+        source line."""
         if self._node_modules is None:
-            modules = [""] * len(self.infos)
+            modules = [("", "")] * len(self.infos)
             for k in range(len(self.infos) - 1, -1, -1):  # consumers come after their inputs
                 x = self.infos[k]
                 if x.stamp is not None:
-                    modules[k] = x.stamp.module
+                    modules[k] = (x.stamp.module, sources.text(x.stamp.source))
                 elif x.parent >= 0:
                     modules[k] = modules[x.parent]
             self._node_modules = modules
@@ -149,6 +210,8 @@ class _Assembly:
         """Node i's edges to its inputs: local Jacobian, rule and contribution per input slot."""
         rec, info = self.rec, self.infos[i]
         local = rec.local.get(i, ())
+        if isinstance(local, TooLarge):
+            local = local.described()
         down = rec.downstream.get(i, ())
         edges = []
         for slot, (c, _) in enumerate(info.children):
@@ -185,10 +248,10 @@ def _walk_values(values: Iterable[Any]) -> Iterator[Any]:
 
 def _finalize(v: Any) -> Any:
     """Placeholders to TensorStats, 1×1 Jacobians and 0-d tensors of small locals to floats."""
-    if isinstance(v, stats.Pending):
-        if v.stats is None:
-            stats.resolve([v])
-        return v.stats
+    if isinstance(v, batches.Pending):
+        if v.row.numbers is None:
+            batches.resolve([v])
+        return v.stats()
     if isinstance(v, tuple):
         return tuple(_finalize(x) for x in v)
     if isinstance(v, torch.Tensor) and v.dim() == 2 and v.numel() == 1 and not v.requires_grad:

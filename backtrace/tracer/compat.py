@@ -24,18 +24,44 @@ def sequence_nr(node: Any) -> int:
 def output_metadata(node: Any) -> tuple[tuple[tuple[int, ...], str], ...] | None:
     """(shape, dtype) of each forward output of `node`, from its input metadata; None if unknown."""
     try:
-        metas = node._input_metadata
-        return tuple((tuple(m.shape), str(m.dtype).removeprefix("torch.")) for m in metas)
+        return tuple((tuple(m.shape), dtype_name(m.dtype)) for m in node._input_metadata)
     except (AttributeError, RuntimeError, TypeError):
         return None
 
 
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32 (cached: this runs for every recorded tensor)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+def storage_address(t: torch.Tensor) -> int:
+    """Where t's storage starts (shared by every view of it), from its own attributes."""
+    return t.data_ptr() - t.storage_offset() * t.element_size()
+
+
+def is_view(t: torch.Tensor) -> bool:
+    """True when t is a view of another tensor's memory (False if unknown)."""
+    try:
+        return t._is_view()
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def saved_tensor_names(node: Any) -> tuple[str, ...]:
-    """Names of the node's saved values (``self``, ``other``, ``result`` ...), cached per node type."""
+    """Names of the node's saved tensors (``_saved_self``, ``_saved_result`` ...), cached per node
+    type: those with a ``_raw_saved_`` twin (a SavedVariable); sizes, dims and flags have none."""
     kind = type(node)
     names = _SAVED_NAMES.get(kind)
     if names is None:
-        names = tuple(a for a in dir(node) if a.startswith("_saved_"))
+        found = set(dir(node))
+        names = tuple(a for a in sorted(found) if a.startswith("_saved_")
+                      and "_raw" + a in found)
         _SAVED_NAMES[kind] = names
     return names
 

@@ -28,7 +28,7 @@ import torch
 
 from ..traces import Trace, TraceNode
 from ..values import TensorStats
-from . import stats
+from . import batch as batches
 from .naming import WeakNames
 
 # How each statistic of TensorStats combines over shards: (per-shard values, per-shard sizes).
@@ -36,6 +36,7 @@ COMBINE = {
     "norm": lambda v, n: math.hypot(*v),
     "mean": lambda v, n: sum(x * k for x, k in zip(v, n)) / sum(n) if sum(n) else 0.0,
     "absmax": lambda v, n: max(v),
+    "nonfinite": lambda v, n: sum(v),
 }
 
 
@@ -168,10 +169,9 @@ def _gradients(trace: Trace, params: WeakNames, modules: WeakNames, level: str) 
         else:
             p = next((p for p in objs if id(p) in reduced and p.grad is not None), None)
             if p is not None:
-                ddp.append((node, _recorded(p.grad, level)))
-    stats.resolve([g for _, g in ddp if isinstance(g, stats.Pending)])  # one transfer
-    changed = {node.id: _with_grad(node, g.stats if isinstance(g, stats.Pending) else g,
-                                   node.value) for node, g in ddp}
+                ddp.append((node, p.grad))
+    grads = _recorded([g for _, g in ddp], level)
+    changed = {node.id: _with_grad(node, g, node.value) for (node, _), g in zip(ddp, grads)}
     changed.update(_global(sharded, level))
     return tuple(changed.get(n.id, n) for n in trace.nodes) if changed else trace.nodes
 
@@ -187,10 +187,14 @@ def _ddp_params(modules: WeakNames) -> set[int]:
     return found
 
 
-def _recorded(t: torch.Tensor, level: str) -> Any:
-    """The tracer's recorded form: a detached clone (level full) or statistics still on the
-    device (resolved together, one transfer)."""
-    return stats.recorded(t, level, threading.get_ident())
+def _recorded(ts: list[torch.Tensor], level: str) -> list[Any]:
+    """The tracer's recorded form of each tensor: a detached clone (level full) or its
+    TensorStats (all brought to the host with one transfer)."""
+    batch = batches.Batch(threading.get_ident())
+    records = [batches.recorded(t, level, batch) for t in ts]
+    pending = [r for r in records if isinstance(r, batches.Pending)]
+    batches.resolve(pending)
+    return [r.stats() if isinstance(r, batches.Pending) else r for r in records]
 
 
 def _with_grad(node: TraceNode, grad: Any, value: Any) -> TraceNode:
@@ -213,16 +217,11 @@ def _global(sharded: list[tuple[TraceNode, torch.Tensor]], level: str) -> dict[s
 
 def _global_stats(sharded: list[tuple[TraceNode, torch.Tensor]]) -> dict[str, TraceNode]:
     """One all_gather of every shard's statistics (gradient and value) and size, combined."""
-    rows = []
     with torch.no_grad():
-        for _, p in sharded:
-            for t in (p.grad, p):
-                local = t.to_local().detach()
-                size = torch.full((1,), float(local.numel()), dtype=torch.float64,
-                                  device=local.device)
-                rows.append(torch.cat([stats.stats_vector(local).to(torch.float64), size]))
-    # one transfer: gloo gathers on the CPU, nccl on the GPU
-    gathered = gather(torch.stack([r.to(device()) for r in rows])).cpu().tolist()
+        local = [t.to_local().detach() for _, p in sharded for t in (p.grad, p)]
+    rows = [(*st.numbers(), float(t.numel())) for st, t in zip(_recorded(local, "stats"), local)]
+    # one gather: gloo gathers on the CPU, nccl on the GPU
+    gathered = gather(torch.tensor(rows, dtype=torch.float64, device=device())).cpu().tolist()
     # [rank][row][statistic..., numel]
     out = {}
     for i, (node, p) in enumerate(sharded):

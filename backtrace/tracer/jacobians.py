@@ -39,8 +39,8 @@ def jacobians(info: NodeInfo, node: Any, grad_inputs: tuple, grad_outputs: tuple
         except Exception as exc:  # e.g. saved tensors a checkpoint lets the node unpack only once
             reason = f"the node cannot be re-run: {type(exc).__name__}"
     if reason is not None:
-        return tuple((None, f"Jacobian {rows_total}×{n} (not computed: {reason})"
-                      if g is not None else "") for n, g in zip(sizes, grad_inputs))
+        return not_computed(rows_total, [n if g is not None else None
+                                         for n, g in zip(sizes, grad_inputs)], reason)
     out = []
     for slot, n in enumerate(sizes):
         if grad_inputs[slot] is None or any(r is None for r in rows[slot]):
@@ -50,6 +50,12 @@ def jacobians(info: NodeInfo, node: Any, grad_inputs: tuple, grad_outputs: tuple
                 local = torch.stack([compat.readable(r)[0] for r in rows[slot]])
             out.append((local, f"Jacobian {rows_total}×{n}"))
     return tuple(out)
+
+
+def not_computed(rows_total: int, sizes: list[int | None], reason: str) -> tuple:
+    """Per input slot, (None, why its Jacobian is not computed); "" for a slot that sent nothing."""
+    return tuple((None, f"Jacobian {rows_total}×{n} (not computed: {reason})" if n is not None
+                  else "") for n in sizes)
 
 
 def _basis_rows(node: Any, grad_inputs: tuple, grad_outputs: tuple) -> list[list[Any]]:

@@ -16,9 +16,10 @@ class Stamp:
     inplace: bool = False
     values: dict = field(default_factory=dict)  # output_nr -> value (stats placeholder or tensor)
     module_output: str | None = None
+    source: tuple[str, int] | None = None  # (path, line) of the user's code that made the node
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeInfo:
     """Everything known about one graph node before backward runs."""
 
@@ -35,3 +36,4 @@ class NodeInfo:
     custom: bool = False  # a custom autograd.Function's node
     shapes: Any = None  # (shape, dtype) per output
     module: str = ""  # leaves: the module owning the parameter
+    opaque: str | None = None  # ops: why their insides are not ours to re-run (jacobians.opaque)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..torchcalls import Call, TorchCalls
-from . import compat, holding, stats
+from . import batch as batches, compat, holding, sources
 from .naming import op_name
 from .nodes import Stamp
 
@@ -32,6 +32,10 @@ def tensors(out: Any) -> Iterator[torch.Tensor]:
         for o in out:
             if isinstance(o, torch.Tensor):
                 yield o
+
+
+def _ignore(call: Call) -> None:
+    """What a stopped tracer's mode does with a call (should one be left on a stack): nothing."""
 
 
 class Made:
@@ -106,14 +110,14 @@ class Forward:
     what cannot be recorded goes (recording must never break the user's forward).
     """
 
-    def __init__(self, md_key: tuple, level: str, thread: int,
+    def __init__(self, md_key: tuple, level: str, batch: batches.Batch,
                  module_path: Callable[[torch.nn.Module, str | None], str],
                  paused: Callable[[], bool], error: Callable[[str], None]) -> None:
-        self.md_key, self.level, self.thread = md_key, level, thread
+        self.md_key, self.level, self.batch, self.thread = md_key, level, batch, batch.thread
         self.module_path, self.paused, self.error = module_path, paused, error
         self.stack: list[str] = []  # the paths of the modules running now, innermost last
         self.handles: list[Any] = []
-        self.mode = TorchCalls(self._on_call, functions=False, on_start=self._call_starts)
+        self.mode = TorchCalls(self._on_call, functions=False, before=self._before)
         self.on = False  # a mode left on a stack after stop() records nothing
         self.hidden: int | None = None  # module depth at which our mode was taken off the stack
         self.made = Made("")
@@ -137,6 +141,8 @@ class Forward:
             compat.exit_mode(self.mode)
         finally:  # whatever happens above, nothing of ours stays installed
             self.hidden = None
+            self.mode.on_call = _ignore  # no cycle through the mode: the tracer is freed at once
+            self.mode.before = None
             for handle in self.handles:
                 handle.remove()
             self.handles.clear()
@@ -157,7 +163,8 @@ class Forward:
             with compat.no_torch_function():  # our reads of the user's tensors are not theirs
                 nodes = self.stamp(call.func, made, call.args)
                 if nodes:
-                    self.settle(nodes, inside=self.made.call)
+                    self.settle(nodes, inside=self.made.call,
+                                source=nodes[0].metadata[self.md_key].source)
         except Exception as exc:  # recording must never break the user's forward
             self.error(f"forward {getattr(call.func, '__name__', call.func)}: "
                        f"{type(exc).__name__}: {exc}")
@@ -181,13 +188,23 @@ class Forward:
             if stamp is None:
                 op, inplace = op_name(func)
                 stamp = Stamp(op, self.stack[-1] if self.stack else "",
-                              compat.saved_tensor_hooks_active(), inplace)
+                              compat.saved_tensor_hooks_active(), inplace, source=sources.caller())
                 md[self.md_key] = stamp
                 new.append(node)
             elif not stamp.op or t.output_nr in stamp.values:
                 continue  # made by something else, or an op that returned a tensor unchanged
             stamp.values[t.output_nr] = self._value(t, args)
         return new
+
+    def _before(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Before each torch call: file what was made between calls; in stats, protect what the
+        batch holds from an in-place change the call is about to make."""
+        self._call_starts()
+        if self.level == "stats" and self.on:
+            try:
+                self.batch.before_call(func, args, kwargs)
+            except Exception as exc:  # recording must never break the user's forward
+                self.error(f"before {getattr(func, '__name__', func)}: {type(exc).__name__}: {exc}")
 
     def _call_starts(self) -> None:
         """Before each torch call: what was made since the last one was made between calls."""
@@ -200,11 +217,14 @@ class Forward:
         except Exception as exc:  # recording must never break the user's forward
             self.error(f"forward: creation numbers: {type(exc).__name__}: {exc}")
 
-    def settle(self, nodes: Iterable[Any], inside: int | None = None) -> None:
+    def settle(self, nodes: Iterable[Any], inside: int | None = None,
+               source: tuple[str, int] | None = None) -> None:
         """File the open nodes among `nodes` and those they reach under the modules that made them.
 
         inside: the first creation number of the call that made `nodes`; the walk goes through
-        that call's own nodes (the insides of a composite op) to the open ones they consume."""
+        that call's own nodes (the insides of a composite op) to the open ones they consume.
+        source: the line of the call that made `nodes`, given to the nodes filed (their own line
+        is not seen; their first consumer's is the nearest we know)."""
         made = self.made
         if not made.known:
             return
@@ -214,38 +234,39 @@ class Forward:
             return
         stack = [n for n in nodes if n is not None]
         for node in stack:
-            self._file(node)
+            self._file(node, source=source)
         low, high = (made.next, made.next) if inside is None else (inside, compat.next_sequence_nr())
         while stack and made.open:
             for child, _ in holding.children(stack.pop()):
                 if child is None:
                     continue
                 seq = compat.sequence_nr(child)
-                if self._file(child, seq) or low <= seq < high:
+                if self._file(child, seq, source) or low <= seq < high:
                     stack.append(child)
 
-    def _file(self, node: Any, seq: int | None = None) -> bool:
+    def _file(self, node: Any, seq: int | None = None,
+              source: tuple[str, int] | None = None) -> bool:
         """Stamp an open node with the module it was made in; False if it is not open."""
         path = self.made.claim(compat.sequence_nr(node) if seq is None else seq)
         if path is None:
             return False
         md = node.metadata
         if md.get(self.md_key) is None:
-            md[self.md_key] = Stamp("", path, compat.saved_tensor_hooks_active())
+            md[self.md_key] = Stamp("", path, compat.saved_tensor_hooks_active(), source=source)
         return True
 
     def _value(self, t: torch.Tensor, args: tuple) -> Any:
         """A new output's value; a view of a recorded input (view, transpose) reuses its record."""
-        if self.level == "stats":
+        if self.level == "stats" and compat.is_view(t):  # only a view shares an input's memory
             inputs = [a for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
             records = []
             for a in inputs:
                 stamp = holding.grad_fn(a).metadata.get(self.md_key)
                 records.append(stamp.values.get(a.output_nr) if stamp is not None else None)
-            hit = stats.same_memory(t, self.level, inputs, records)
+            hit = batches.same_memory(t, self.level, inputs, records)
             if hit is not None:
                 return hit
-        return stats.recorded(t, self.level, self.thread)
+        return batches.recorded(t, self.level, self.batch, forward=True)
 
     def skip(self) -> None:
         """Nodes made until now by a backward call are not the forward's."""

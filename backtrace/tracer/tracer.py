@@ -6,14 +6,16 @@ Backward: ``Tensor.backward``, ``torch.autograd.backward`` and ``torch.autograd.
 while any tracer is on (one shared wrapper hands each call to the calling thread's tracers, so
 tracers in several threads may exit in any order); right before each call the graph reachable
 from the roots gets one post-hook per node (tracer.recording), and every handle is removed after
-the call, also when it raises; the recording then becomes a Trace (tracer.assemble).
+the call, also when it raises. The statistics the hooks asked for are reduced in batches
+(tracer.batch) at the end of the call; the recording becomes a Trace (tracer.assemble) when it is
+first read.
 """
 from __future__ import annotations
 
 import sys
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from .. import patches
 from ..errors import NothingToTraceError, UsageError
 from ..traces import Trace
 from . import assemble, compat, distributed, holding
+from .batch import Batch
 from .naming import WeakNames
 from .recording import BackwardRecording
 from .stamping import Forward
@@ -48,7 +51,8 @@ class Tracer:
     def __init__(self, model: torch.nn.Module | None = None,
                  names: Mapping[str, torch.Tensor] | None = None, level: str = "stats",
                  local_max: int = 64, max_traces: int | None = None,
-                 frame_names: bool = True, stop_after: int | None = None) -> None:
+                 frame_names: bool = True, stop_after: int | None = None,
+                 after_call: Callable[[Tracer], None] | None = None) -> None:
         if level not in LEVELS:
             raise UsageError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
         if names is not None and not isinstance(names, Mapping):
@@ -57,10 +61,10 @@ class Tracer:
         _count("stop_after", stop_after)
         self.model, self.level, self.local_max = model, level, local_max
         self.max_traces, self.frame_names = max_traces, frame_names
-        self.stop_after = stop_after
+        self.stop_after, self.after_call = stop_after, after_call
         self.names: dict[str, torch.Tensor] = dict(names or {})  # held only while on
         self._names_off: dict[str, weakref.ref] = {}  # between blocks: an intermediate's graph is freed
-        self.traces: list[Trace] = []
+        self._traces: list[Trace | assemble.Unbuilt] = []  # built when first read
         self.calls = 0  # backward calls seen, traced or not
         self.other_threads = 0  # backward calls other threads made meanwhile (not traced)
         self.recorded = 0  # traces made, including those the max_traces window let go
@@ -74,6 +78,7 @@ class Tracer:
         self._forward: Forward | None = None  # the forward side, while on
         self._grad_enabled_at_entry = True
         self._thread = threading.get_ident()
+        self._batch = Batch(self._thread)  # statistics waiting to be reduced
         self._local = threading.local()  # per thread: the backward call being traced, if any
         self._md_key = (_KEY, self._token)  # nested tracers each keep their own stamps
 
@@ -93,7 +98,8 @@ class Tracer:
             if not isinstance(t, torch.Tensor):
                 raise UsageError(f"names[{name!r}] is a {type(t).__name__}, not a tensor")
         self._patches = [patches.patch(target, self._around(kind)) for target, kind in _TARGETS.items()]
-        self._forward = Forward(self._md_key, self.level, self._thread, self._module_path,
+        self._batch = Batch(self._thread)
+        self._forward = Forward(self._md_key, self.level, self._batch, self._module_path,
                                 self._paused, self._error)
         self._forward.start()
         return self
@@ -102,6 +108,7 @@ class Tracer:
         try:
             if self._forward is not None:
                 self._forward.stop()
+            self._batch.flush()  # the statistics of forward values no backward call read yet
         finally:  # whatever happens above, nothing of ours stays installed
             self._forward = None
             self._fsdp_names.stop()
@@ -115,11 +122,22 @@ class Tracer:
             holding.sweep()  # what the block dropped goes now (see holding)
 
     @property
+    def traces(self) -> list[Trace]:
+        """One Trace per recorded backward call, oldest first (each built when first read)."""
+        for k, item in enumerate(self._traces):
+            if isinstance(item, assemble.Unbuilt):
+                self._traces[k] = item.build()
+        return self._traces
+
+    @property
     def trace(self) -> Trace:
         """The trace of the last backward call."""
-        if not self.traces:
+        if not self._traces:
             raise NothingToTraceError(self._nothing_message())
-        return self.traces[-1]
+        last = self._traces[-1]
+        if isinstance(last, assemble.Unbuilt):
+            self._traces[-1] = last = last.build()
+        return last
 
     def _nothing_message(self) -> str:
         """Why there is no trace, with what to do about it."""
@@ -239,6 +257,8 @@ class Tracer:
                  frame: Any) -> tuple[BackwardRecording, list[Any]]:
         """The recording of this call, hooks in place, and the roots' gradient edges."""
         self._local.call = "building"  # get_gradient_edge runs torch functions: keep the mode out
+        if distributed.world() is not None:  # (the script may have started its group meanwhile)
+            self._batch.small = 0  # DDP all-reduces gradients in place in backward: none waits
         try:
             with compat.no_torch_function():
                 # A leaf root's AccumulateGrad lives only while referenced: the caller keeps it,
@@ -247,7 +267,7 @@ class Tracer:
                 self._settle([holding.hold(e.node) for e in keep])
                 recording = BackwardRecording(roots, kind, frame, md_key=self._md_key,
                                               level=self.level, local_max=self.local_max,
-                                              thread=self._thread, names=self.names,
+                                              batch=self._batch, names=self.names,
                                               params=self._params)
             return recording, keep
         finally:
@@ -282,19 +302,33 @@ class Tracer:
         """Keep the call's Trace; a failure to build it is noted, never raised into the user's call."""
         try:
             with compat.no_torch_function():
-                trace = assemble.finish(recording, call=self.calls, create_graph=create_graph,
-                                        retain_graph=create_graph if retain is None
-                                        else bool(retain), error=error)
-                if error is None:  # under torch.distributed: rank, reduced or global gradients
-                    trace = distributed.finish(trace, self._params, self._modules, self.level,
-                                               recording.kind)
+                self._batch.flush()  # statistics computed, the gradients they read let go
+                kept: Trace | assemble.Unbuilt = assemble.Unbuilt(
+                    recording, call=self.calls, create_graph=create_graph,
+                    retain_graph=create_graph if retain is None else bool(retain), error=error)
+                if error is None and distributed.world() is not None:
+                    # rank, reduced or global gradients: read now, while they are the step's
+                    kept = distributed.finish(kept.build(), self._params, self._modules,
+                                              self.level, recording.kind)
         except Exception as exc:  # the call ran: only its trace is lost
             self._error(f"backward call {self.calls}: {type(exc).__name__}: {exc}")
             return
-        self.traces.append(trace)
+        self._traces.append(kept)
         self.recorded += 1
-        if self.max_traces is not None and len(self.traces) > self.max_traces:
-            del self.traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
+        if self.max_traces is not None and len(self._traces) > self.max_traces:
+            del self._traces[0]  # a rolling window: the oldest goes, t.trace stays the newest
+        if self.after_call is not None and error is None:
+            self.after_call(self)  # may raise into the caller: `backtrace nan` stops so
+
+    def last_nonfinite(self) -> bool:
+        """Whether the last recorded backward call saw an inf or NaN gradient or output value
+        (its statistics come to the host; its Trace is not built)."""
+        if not self._traces:
+            return False
+        last = self._traces[-1]
+        if isinstance(last, assemble.Unbuilt):
+            return last.nonfinite()
+        return last.nonfinite() is not None
 
 
 def _roots(args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
@@ -309,7 +343,8 @@ def _roots(args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
 
 def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor] | None = None,
           level: str = "stats", local_max: int = 64, max_traces: int | None = None,
-          frame_names: bool = True, stop_after: int | None = None) -> Tracer:
+          frame_names: bool = True, stop_after: int | None = None,
+          after_call: Callable[[Tracer], None] | None = None) -> Tracer:
     """Record every backward call made inside ``with trace(...) as t`` as a Trace in ``t.traces``.
 
     model: its parameters are named (``fc1.weight``) and its modules give each node a path.
@@ -317,6 +352,7 @@ def trace(model: torch.nn.Module | None = None, names: Mapping[str, torch.Tensor
     "stats" (shape, norm, mean, max |x|) or "full" (detached clones). local_max: largest local
     Jacobian (elements) computed exactly. max_traces: keep only the last this many traces (a
     rolling window, so a long training loop holds bounded memory). stop_after: record only the
-    first this many backward calls; later ones run untraced, at no cost.
+    first this many backward calls; later ones run untraced, at no cost. after_call(tracer):
+    called after each recorded backward call (what it raises reaches the caller of backward).
     """
-    return Tracer(model, names, level, local_max, max_traces, frame_names, stop_after)
+    return Tracer(model, names, level, local_max, max_traces, frame_names, stop_after, after_call)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..tracer.stats import stats_vector
+from ..tracer import stats
 from ..values import TensorStats
 from . import measure, ranks
 from .checks import CHECKS
@@ -135,8 +135,10 @@ def _param_items(w: Any, pending: Pending, items: dict) -> dict[str, torch.Tenso
         for key, v in state.get(p, {}).items():
             if isinstance(v, torch.Tensor):
                 v = measure.local(v)
-                items[("state", name, key)] = v if key == "step" and v.numel() == 1 \
-                    else stats_vector(v)
+                if key == "step" and v.numel() == 1:
+                    items[("state", name, key)] = v
+                elif v.numel():
+                    items[("state", name, key)] = stats.device_parts(v)
         w._snapshot[name] = now.clone()
         nows[name] = now
     return nows
@@ -238,8 +240,8 @@ def _state(numbers: dict, name: str, state: dict) -> dict[str, Any]:
         got = numbers.get(("state", name, key))
         if isinstance(got, list):
             local = measure.local(v)
-            out[key] = TensorStats.of(tuple(local.shape), str(local.dtype).removeprefix("torch."),
-                                      got)
+            out[key] = TensorStats.of(tuple(local.shape), stats.dtype_name(local.dtype),
+                                      stats.numbers(got, local.numel(), True))
         elif got is not None:
             out[key] = float(got)
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
