@@ -160,22 +160,30 @@ def counting(graph):
     return calls
 
 
-def test_a_long_chain_is_checked_within_the_budget_and_says_what_was_checked():
+@pytest.mark.parametrize("floor", [0, None])
+def test_a_long_chain_is_checked_within_the_budget_and_says_what_was_checked(floor, monkeypatch):
+    if floor is not None:  # the budget proportional to the graph alone
+        monkeypatch.setattr(numeric, "BUDGET_FLOOR", floor)
     graph, values = chain(6_000)
     trace = run(graph, values)
     calls = counting(graph)
     verdict = numeric_check(graph, values, trace)
-    budget = numeric.BUDGET_PER_NODE * len(graph.nodes)
+    budget = max(numeric.BUDGET_FLOOR, numeric.BUDGET_PER_NODE * len(graph.nodes))
     assert 0 < calls[0] <= budget  # linear: at most BUDGET_PER_NODE ops per node
     assert calls[0] > budget // 2  # and the budget is spent on checks
     assert verdict.agree and verdict.max_abs_diff < 1e-7
     found = re.search(r"; ([\d,]+) of ([\d,]+) nodes checked, evenly spaced in backward order: "
-                      r"checking all would re-run up to ([\d,]+) ops, over the budget of "
-                      rf"{budget:,} \({numeric.BUDGET_PER_NODE} per node\)", verdict.note)
+                      rf"all would re-run up to ([\d,]+) ops, the budget is {budget:,}$", verdict.note)
     assert found, verdict.note
     checked, candidates, all_ops = (int(g.replace(",", "")) for g in found.groups())
     assert checked == verdict.compared and candidates == len(graph.nodes)  # no constants here
     assert all_ops > budget
+
+
+def test_a_teaching_size_chain_is_checked_in_full():
+    graph, values = chain(1_000)  # 500,000 ops to check every node: under the floor
+    verdict = numeric_check(graph, values, run(graph, values))
+    assert verdict.agree and verdict.compared == len(graph.nodes) and "checked" not in verdict.note
 
 
 def test_the_deepest_input_is_always_checked():
