@@ -139,14 +139,16 @@ def _clamp(a: float, lo: float, hi: float) -> float:
     return min(max(a, lo), hi)  # torch.clamp: with lo > hi every value becomes hi
 
 
-def _one(*_: float) -> float:
+def one(*_: float) -> float:
+    """The local derivative 1: an engine that sees it may pass the upstream gradient on unmultiplied
+    (g · 1.0 is g for every float), as backtrace.Value's backward does."""
     return 1.0
 
 
 ROWS = (
-    Op(name="add", forward=operator.add, derivs=(_one, _one), rules=("1", "1"), symbol="+",
+    Op(name="add", forward=operator.add, derivs=(one, one), rules=("1", "1"), symbol="+",
        kind=INFIX, precedence=10, dunder="add", torch="torch.add", doc="sum"),
-    Op(name="sub", forward=operator.sub, derivs=(_one, lambda a, b, o: -1.0), rules=("1", "-1"),
+    Op(name="sub", forward=operator.sub, derivs=(one, lambda a, b, o: -1.0), rules=("1", "-1"),
        symbol="-", kind=INFIX, precedence=10, dunder="sub", torch="torch.sub", doc="difference"),
     Op(name="mul", forward=operator.mul, derivs=(lambda a, b, o: b, lambda a, b, o: a),
        rules=("{b}", "{a}"), symbol="*", kind=INFIX, precedence=20, dunder="mul",

@@ -5,13 +5,15 @@ from collections.abc import Mapping, Sequence
 from itertools import count
 from numbers import Real
 
+from . import value_graph
 from .engine import NodeFailure, Tape, backward, check_finite, graph_trace
 from .ir import CONST, INPUT, Graph, GraphBuilder, needs_grad
 from .values import format_number
 from .ops import FUNCTIONS, ROWS, Op
 from .traces import Trace
+from .value_graph import MANY, inputs_of, topological
 
-_created = count()
+_created = count(0, 2)  # even: see `_n` in value_graph (+ 1 for what depends on no input)
 
 
 class Value:
@@ -21,19 +23,31 @@ class Value:
     the node of an op (by its symbol or name: ``+ - * / ** tanh exp relu ReLU``, ``**2``), and
     ``v._op`` reads as micrograd's string ('' for inputs and numbers)."""
 
-    __slots__ = ("data", "grad", "_row", "_prev", "label", "_n")
+    # How the nodes are stored is value_graph's business (it walks them): inputs in two slots
+    # instead of a tuple, creation order, the walk's scratch. One object per node of 96 bytes
+    # (eight slots) instead of two halves the garbage collector's work, which is most of what
+    # building a big graph costs.
+    __slots__ = ("data", "grad", "label", "_row", "_a", "_b", "_n", "_g")
 
     def __init__(self, data: float, _children: tuple | str | None = (), _op: str | Op = "",
                  label: str | None = None) -> None:
         self.data = float(data)
         self.grad = 0.0
         if not _children and not _op:  # a plain input: the common case, kept fast
-            self._prev = ()
-            self._row = None
+            self._a = self._b = self._row = None
+            self._n = next(_created)
         else:
-            self._prev, self._row, label = _parts(_children, _op, label)
+            children, self._row, label = _parts(_children, _op, label)
+            self._a, self._b = _link(children)
+            number = all(c._n & 1 for c in children) if children else self._row == CONST
+            self._n = next(_created) + number
         self.label = label
-        self._n = next(_created)  # creation order is a topological order, and deterministic
+        self._g = None
+
+    @property
+    def _prev(self) -> tuple[Value, ...]:
+        """The inputs this value was computed from (micrograd's name; a tuple, in slot order)."""
+        return inputs_of(self)
 
     @property
     def _op(self) -> str:
@@ -49,11 +63,10 @@ class Value:
         """Accumulate ∂self/∂leaf into every leaf's `.grad` (and ∂self/∂v into each v's).
 
         Every call starts from fresh gradients, so a second call adds the same amount again
-        (twice the value, as in PyTorch) instead of compounding stale intermediate grads."""
-        order, tape = _run_backward(self)
-        for v, g in zip(order, tape.grads):
-            if g is not None:
-                v.grad += g
+        (twice the value, as in PyTorch) instead of compounding stale intermediate grads. When a
+        local derivative fails or a gradient is not finite, a DomainError names the node and no
+        `.grad` changes."""
+        value_graph.backward(self)
 
     def trace(self) -> Trace:
         """This value's forward and backward pass as a Trace (leaves `.grad` untouched)."""
@@ -62,16 +75,24 @@ class Value:
 
     def zero_grad(self) -> None:
         """Set `.grad` to 0 on this value and everything it was computed from."""
-        for v in _topological(self):
+        for v in topological(self):
             v.grad = 0.0
 
 
 _new = object.__new__
 
 
+def _link(children: tuple) -> tuple:
+    """The (_a, _b) slots for a node's inputs."""
+    if len(children) > 2:
+        return children, MANY
+    return (*children, None, None)[:2]
+
+
 def _value(x) -> Value:
+    """A number mixed into an expression, as a constant Value; NotImplemented for anything else."""
     if isinstance(x, Real) and not isinstance(x, bool):
-        return Value(x, _op=CONST)
+        return _node(CONST, float(x), None, None, 1)
     return NotImplemented
 
 
@@ -125,9 +146,18 @@ def _failure(op: Op, exc: Exception, args: tuple[Value, ...]) -> Exception:
         [op], [tuple(range(1, len(vals)))], vals, names.__getitem__)
 
 
-def _node(op: Op, data: float, args: tuple[Value, ...]) -> Value:
+def _node(op: Op | str, data: float, a, b, number: int) -> Value:
+    """A new node; `number` is 1 when it depends on no input (see value_graph)."""
+    # Plain stores: a tuple assignment of many attributes would build and unpack a tuple per node.
     out = _new(Value)
-    out.data, out.grad, out._prev, out._row, out.label, out._n = data, 0.0, args, op, None, next(_created)
+    out.data = data
+    out.grad = 0.0
+    out.label = None
+    out._row = op
+    out._a = a
+    out._b = b
+    out._n = next(_created) + number
+    out._g = None
     return out
 
 
@@ -141,7 +171,7 @@ def _binary(op: Op):
         if b.__class__ is not Value and (b := _value(b)) is NotImplemented:
             return NotImplemented
         try:
-            return _node(op, forward(a.data, b.data), (a, b))
+            return _node(op, forward(a.data, b.data), a, b, a._n & b._n & 1)
         except (ArithmeticError, ValueError) as exc:
             raise _failure(op, exc, (a, b)) from None
 
@@ -155,7 +185,7 @@ def _unary(op: Op):
 
     def apply(a: Value) -> Value:
         try:
-            return _node(op, forward(a.data), (a,))
+            return _node(op, forward(a.data), a, None, a._n & 1)
         except (ArithmeticError, ValueError) as exc:
             raise _failure(op, exc, (a,)) from None
 
@@ -174,7 +204,8 @@ def _any_arity(op: Op):
         if NotImplemented in vals:
             return NotImplemented
         try:
-            return _node(op, forward(*(v.data for v in vals)), vals)
+            return _node(op, forward(*(v.data for v in vals)), vals, MANY,
+                         all(v._n & 1 for v in vals))
         except (ArithmeticError, ValueError) as exc:
             raise _failure(op, exc, vals) from None
 
@@ -204,21 +235,6 @@ for _name, _op in FUNCTIONS.items():
         setattr(Value, _name, _method(_op))
 
 
-def _topological(root: Value) -> list[Value]:
-    """Everything root depends on, oldest first: an explicit stack, so a million-deep chain is fine."""
-    seen, stack = {root}, [root]
-    while stack:
-        for c in stack.pop()._prev:
-            if c not in seen:
-                seen.add(c)
-                stack.append(c)
-    return sorted(seen, key=_creation)
-
-
-def _creation(v: Value) -> int:
-    return v._n
-
-
 def to_graph(out: Value, inputs: Sequence[Value] = (), names: Mapping[Value, str] | None = None,
              source: str = "") -> Graph:
     """The flat IR of everything `out` depends on: `inputs` first (used or not), then oldest first.
@@ -226,7 +242,7 @@ def to_graph(out: Value, inputs: Sequence[Value] = (), names: Mapping[Value, str
     Nodes are named by `names`, else by their label; a name already taken leaves the node
     anonymous (%k), and an unnamed leaf is called v<k>."""
     names = names or {}
-    order = _topological(out)
+    order = topological(out)
     builder = GraphBuilder(max_nodes=len(order) + len(inputs) + 1)
     index = {v: builder.add(INPUT, name=v.label) for v in inputs}
     taken = {v.label for v in inputs}
@@ -242,16 +258,16 @@ def to_graph(out: Value, inputs: Sequence[Value] = (), names: Mapping[Value, str
         elif v._row == CONST:
             index[v] = builder.add(CONST, value=v.data, name=name)
         else:
-            index[v] = builder.add(v._row.name, tuple(index[c] for c in v._prev), name=name)
+            index[v] = builder.add(v._row.name, tuple(index[c] for c in inputs_of(v)), name=name)
         taken.add(name)
     return builder.build(index[out], source)
 
 
 def _run_backward(root: Value) -> tuple[list[Value], Tape]:
-    order = _topological(root)
+    order = topological(root)
     index = {v: k for k, v in enumerate(order)}
     ops = [v._row if isinstance(v._row, Op) else None for v in order]
-    ins = [tuple(map(index.__getitem__, v._prev)) for v in order]
+    ins = [tuple(map(index.__getitem__, inputs_of(v))) for v in order]
     vals = [v.data for v in order]
     is_input = [v._row is None for v in order]
     tape = Tape(ops, ins, vals)
