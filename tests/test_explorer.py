@@ -387,3 +387,25 @@ def test_hostile_names_stay_text_in_the_browser(driver, tmp_path):
                                  ".length") == 0
     assert driver.find_element("css selector", ".brand .title").text == EVIL[0]
     assert console_errors(driver) == []
+
+
+def test_a_node_whose_saved_tensors_were_not_read_shows_why():
+    """A custom Function's ctx (and checkpointing) leaves a note instead of saved tensors."""
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 3 * x ** 2 * g
+
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with backtrace.trace(names={"x": x}) as t:
+        Cube.apply(x).sum().backward()
+    cube = next(n for n in t.trace.nodes if n.op == "cube")
+    assert isinstance(cube.meta["saved"], str)
+    nodes = {n["id"]: n for n in page_data(explorer_html(t.trace))["nodes"]}
+    assert nodes[cube.id]["saved"] == {"": cube.meta["saved"]}

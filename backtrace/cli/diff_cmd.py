@@ -10,6 +10,7 @@ _HELP = (
     "  backtrace diff fp32.json bf16.json             the report\n"
     "  backtrace diff old.json new.json --rtol 1e-3   a looser tolerance\n"
     "  backtrace diff a.json b.json --format json | jq .first\n"
+    "  backtrace diff a.json b.json -o d.html       also B's page with a Diff tab\n"
     "\b\nValues agree when |a - b| <= atol + rtol * max(|a|, |b|), element by element\n"
     "(for statistics: norm, mean and max |x|). Exit codes: 0 the runs agree, 1 they\n"
     "differ (or a file cannot be read), 2 they cannot be compared (other models)."
@@ -28,7 +29,10 @@ _HELP = (
                                  "markdown, or json: {first, modules, parameters, ...}.")
 @click.option("--limit", type=click.IntRange(min=0), default=10, show_default=True,
               help="Rows per table; 0 shows every row.")
-def diff(a: str, b: str, rtol: float, atol: float, fmt: str | None, limit: int) -> None:
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Also write B's explorer page (.html) with the report in a Diff tab.")
+def diff(a: str, b: str, rtol: float, atol: float, fmt: str | None, limit: int,
+         output: str | None) -> None:
     """Align the traces in A.json and B.json (two runs of one model: eager and torch.compile,
     fp32 and bf16, two versions of the code) and name the first node, in backward order, whose
     inputs agree but whose output differs; then the relative gradient error per module and
@@ -36,8 +40,14 @@ def diff(a: str, b: str, rtol: float, atol: float, fmt: str | None, limit: int) 
     import json
 
     from ..rundiff import diff as compare
+    from ..traces import load
 
-    report = compare(a, b, rtol=rtol, atol=atol, names=("A", "B"))
+    trace_a, trace_b = load(a), load(b)
+    report = compare(trace_a, trace_b, rtol=rtol, atol=atol, names=("A", "B"))
+    if output is not None:
+        from ..rundiff.view import explore
+
+        click.echo(f"wrote {explore(report, trace_b, output)}", err=True)
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False))
     else:

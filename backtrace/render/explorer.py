@@ -44,7 +44,8 @@ PANELS: dict[str, Panel] = {}
 
 
 def panel(name: str, script: str) -> Callable:
-    """Register a side panel beyond the built-in ones (inspector, parameters, help, in panels.js):
+    """Register a side panel beyond the built-in ones (inspector, gradients, keys, in panels.js;
+    the debugging reports at the end of this module, the watch's Training tab in training):
     `script` is an asset calling BT.panel({id: name, ...}); the decorated function's result, if
     any, is in the page at `data.panels[name]`."""
     def add(make: Callable[[Trace, Options], Any] | None) -> Callable | None:
@@ -78,7 +79,8 @@ def explorer_html(trace: Trace, opts: Options | None = None, start: str = "explo
         raise UsageError(f"start must be one of {', '.join(MODES)}, not {start!r}")
     o = opts or Options()
     data = {**page_data(trace, o), "start": start}
-    data["panels"] = {p.name: p.data(trace, o) for p in PANELS.values() if p.data is not None}
+    made = {p.name: p.data(trace, o) for p in PANELS.values() if p.data is not None}
+    data["panels"] = {name: d for name, d in made.items() if d is not None}  # None: no tab
     scripts = [LIBRARY, *BEFORE, *dict.fromkeys(p.script for p in PANELS.values()), *AFTER]
     code = "\n".join(f"<script>{script_text(asset(s))}</script>" for s in scripts)
     return (
@@ -89,3 +91,27 @@ def explorer_html(trace: Trace, opts: Options | None = None, start: str = "explo
         '<noscript>This page needs JavaScript to lay out the graph.</noscript>\n'
         f'<script type="application/json" id="backtrace-data">{json_text(data)}</script>\n'
         f"{code}\n</body>\n</html>\n")
+
+
+# -- the debugging reports, each a tab of its own when the page's trace has one
+REPORT_COLUMNS = 40  # the side panel's width in characters of its 11px monospace text
+
+
+@panel("nan", "reports.js")
+def _nonfinite(trace: Trace, opts: Options) -> dict[str, Any] | None:
+    """Where the first inf or NaN starts (Trace.nonfinite), as the terminal prints it."""
+    from ..nonfinite import lines
+
+    report = trace.nonfinite()
+    if report is None:
+        return None
+    forward = report.first_forward
+    return {"lines": lines(report, width=REPORT_COLUMNS), "culprit": report.culprit.node, "cause": report.culprit.cause,
+            "forward": forward.node if forward is not None else None,
+            "propagators": list(report.propagators)}
+
+
+@panel("diff", "reports.js")
+def _diff(trace: Trace, opts: Options) -> dict[str, Any] | None:
+    """Two runs compared (backtrace diff A B -o page.html puts the report in B's meta)."""
+    return trace.meta.get("diff")

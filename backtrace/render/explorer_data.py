@@ -76,11 +76,19 @@ def _labels(n: TraceNode, formula: bool) -> tuple[str, str]:
     return (name, n.op) if name else (n.op, n.id)
 
 
+def _saved(saved: Any) -> dict[str, str]:
+    """What a node saved for backward, {name: description}; when the tracer could not read it
+    (a custom Function's ctx, checkpointing) its note, under no name."""
+    if isinstance(saved, dict):
+        return {str(k): str(v) for k, v in saved.items()}
+    return {"": str(saved)} if saved else {}
+
+
 def _node(g: VisibleGraph, n: TraceNode, into: dict[str, list], formula: bool) -> dict:
     label, tag = _labels(n, formula)
     contributions = [e.contribution for e in into.get(n.id, ())]
     expr = n.expr if formula and n.op in OPS and n.kind == "op" and n.expr != n.id else ""
-    saved = {str(k): str(v) for k, v in (n.meta.get("saved") or {}).items()}
+    saved = _saved(n.meta.get("saved"))
     grad, grad_text = value_data(n.grad), grad_cell(n, contributions).text
     found = {"id": n.id, "label": label if label != n.id else "", "tag": tag, "op": n.op,
              "kind": n.kind, "module": n.module, "expr": expr,

@@ -161,3 +161,21 @@ def show(report: DiffReport, style: str | None = None, limit: int | None = 10) -
         console().print(view)
     else:
         console().file.write(to_text(view, width=WIDTH) + "\n")
+
+
+def explore(report: DiffReport, trace_b: Any, path: Any) -> Any:
+    """Write the explorer page of run B's trace with the report in a Diff tab (its JSON and
+    its text); returns the path."""
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from ..render import to_text
+    from ..render.explorer import REPORT_COLUMNS
+    from ..render.formats import export
+    from ..traces import Trace
+
+    if Path(path).suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"diff -o writes an explorer page: give a path ending in .html, not {path}")
+    data = {**report.to_dict(), "text": to_text(DiffView(report, "plain", 10), width=REPORT_COLUMNS)}
+    meta = {**trace_b.meta, "diff": data}
+    return export(Trace(trace_b.engine, trace_b.output, trace_b.nodes, trace_b.steps, meta), path)
