@@ -391,16 +391,7 @@ def test_hostile_names_stay_text_in_the_browser(driver, tmp_path):
 
 def test_a_node_whose_saved_tensors_were_not_read_shows_why():
     """A custom Function's ctx (and checkpointing) leaves a note instead of saved tensors."""
-    class Cube(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x ** 3
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return 3 * x ** 2 * g
+    from .test_tracer import Cube
 
     x = torch.tensor([1.0, 2.0], requires_grad=True)
     with backtrace.trace(names={"x": x}) as t:
