@@ -144,12 +144,21 @@ def nonfinite(v: Any) -> float:
         # of huge finite values can overflow, max |x| cannot)
         return v.nonfinite or (0 if math.isfinite(v.absmax) else 1)
     if is_tensor(v):
-        x = v.detach()
+        x = _stored(v.detach())
         return float(x.isfinite().logical_not().sum()) if x.is_floating_point() or \
             x.is_complex() else 0
     if isinstance(v, (tuple, list)):
         return sum(nonfinite(x) for x in v)
     return 0
+
+
+def _stored(x: Any) -> Any:
+    """The elements a tensor stores: a sparse one's values (its zeros are finite), without
+    making it dense (a sparse embedding's gradient is mostly zeros)."""
+    layout = str(x.layout)
+    if layout == "torch.strided":
+        return x
+    return x.coalesce().values() if layout == "torch.sparse_coo" else x.values()
 
 
 def has_nan(v: Any) -> bool:
@@ -159,7 +168,7 @@ def has_nan(v: Any) -> bool:
     if isinstance(v, TensorStats):
         return math.isnan(v.absmax)
     if is_tensor(v):
-        x = v.detach()
+        x = _stored(v.detach())
         return bool(x.isnan().any()) if x.is_floating_point() or x.is_complex() else False
     if isinstance(v, (tuple, list)):
         return any(has_nan(x) for x in v)

@@ -3,6 +3,7 @@ the line of this file that made it), the cause from upstream × local, and a fix
 checked against PyTorch's own gradients (they really are inf or NaN, or really are finite)."""
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -243,3 +244,19 @@ def test_the_count_of_non_finite_elements_is_exact_in_stats():
     assert second.node("big").value.nonfinite == 0
     div = next(n for n in second.nodes if n.op == "div")
     assert div.value.nonfinite == 70000 and second.nonfinite().culprit.cause == "0/0"
+
+
+def test_sparse_gradients_are_counted_by_their_stored_values():
+    """A sparse embedding's gradient: its stored values are read, it is never made dense."""
+    from backtrace.values import has_nan, nonfinite
+
+    emb = nn.Embedding(6, 3, sparse=True)
+    with backtrace.trace(model=emb, level="full") as t:
+        emb(torch.tensor([1, 4, 1])).pow(2).sum().backward()
+    assert emb.weight.grad.is_sparse and t.trace.nonfinite() is None
+    bad = torch.sparse_coo_tensor([[0, 2, 2]], [[1.0, math.inf, 0.0], [math.nan, 1.0, 1.0],
+                                                [1.0, 1.0, 1.0]], (6, 3))
+    assert nonfinite(bad) == 2 == int((~bad.to_dense().isfinite()).sum())
+    assert has_nan(bad) and not has_nan(emb.weight.grad)
+    csr = bad.to_dense().to_sparse_csr()
+    assert nonfinite(csr) == 2 and has_nan(csr)
