@@ -160,3 +160,17 @@ def test_sparse_gradients_are_written_dense():
     assert emb.weight.grad.is_sparse
     back = Trace.from_json(t.trace.to_json())
     assert torch.equal(back.grads["weight"], emb.weight.grad.to_dense())
+
+
+def test_stats_written_before_the_nonfinite_count_read_as_zero_and_missing_ones_fail():
+    x = torch.tensor([1.0, -3.0], requires_grad=True)
+    with backtrace.trace(names={"x": x}) as t:
+        (x * 2).sum().backward()
+    data = json.loads(t.trace.to_json())
+    leaf = next(n for n in data["nodes"] if n["id"] == "x")
+    assert leaf["grad"]["stats"].pop("nonfinite") == 0  # as an older file has it
+    back = Trace.from_dict(data).node("x").grad
+    assert (back.norm, back.absmax, back.nonfinite) == (pytest.approx(8 ** 0.5), 2.0, 0.0)
+    del leaf["grad"]["stats"]["norm"]  # a statistic without a default is required
+    with pytest.raises(TraceFormatError, match="stats lack norm"):
+        Trace.from_dict(data)
