@@ -1,4 +1,4 @@
-"""Draw the README's pictures again: python docs/pictures/make.py"""
+"""Draw the README's pictures again: python examples/pictures/make.py"""
 from __future__ import annotations
 
 from pathlib import Path
