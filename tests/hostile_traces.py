@@ -79,15 +79,16 @@ def _delete(data: dict, path: tuple) -> dict:
     return out
 
 
-def _paths(d: Any, prefix: tuple = ()):
+def paths(d: Any, prefix: tuple = ()):
+    """Every path to a value inside nested dicts and lists, as a tuple of keys and indices."""
     if isinstance(d, dict):
         for k, v in d.items():
             yield prefix + (k,)
-            yield from _paths(v, prefix + (k,))
+            yield from paths(v, prefix + (k,))
     elif isinstance(d, list):
         for i, v in enumerate(d):
             yield prefix + (i,)
-            yield from _paths(v, prefix + (i,))
+            yield from paths(v, prefix + (i,))
 
 
 def corpus() -> dict[str, bytes]:
@@ -115,7 +116,7 @@ def corpus() -> dict[str, bytes]:
         if p[0] == "steps":
             return len(p) == 1 or (len(p) <= 3 and p[1] == 1) or (len(p) == 5 and p[1:4] == (1, "edges", 0))
         return len(p) == 1
-    for path in filter(structural, _paths(good)):
+    for path in filter(structural, paths(good)):
         if path[0] == "nodes" and len(path) > 2 and path[1] != 2:
             continue
         name = "-".join(map(str, path))

@@ -3,7 +3,6 @@ torch and hand-derived numbers, and the page driven in headless Chromium: open, 
 place, search, click, no console errors; screenshots at 1,920 and 1,280 pixels wide."""
 from __future__ import annotations
 
-import copy
 import math
 import re
 import tomllib
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 import backtrace
 from backtrace.cli import cli
@@ -27,6 +25,7 @@ from backtrace.render.options import Options
 from backtrace.traces import Edge, Step, Trace, TraceNode
 from backtrace.values import format_number
 
+from . import traced
 from .conftest import NEURON, TEXTBOOK
 from .pages import Page, artifacts, browser, console_errors, open_page, page_data
 
@@ -40,20 +39,7 @@ ROOT = Path(__file__).parent.parent
 def transformer():
     """A traced 12-layer TransformerEncoder, its torch twin's per-layer boundary gradients (from
     backward hooks) and the model itself, whose .grad fields torch filled."""
-    torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True,
-                                       dropout=0.0)
-    model = nn.TransformerEncoder(layer, num_layers=12, enable_nested_tensor=False)
-    x, w = torch.randn(2, 8, 64, requires_grad=True), torch.randn(2, 8, 64)
-    oracle: dict[int, tuple[float, float]] = {}
-    twin = copy.deepcopy(model)
-    for k, block in enumerate(twin.layers):
-        block.register_full_backward_hook(lambda m, gin, gout, k=k: oracle.__setitem__(
-            k, (float(gin[0].norm()), float(gout[0].norm()))))
-    (twin(x.detach().clone().requires_grad_(True)) * w).sum().backward()
-    with backtrace.trace(model=model, names={"x": x}) as tracer:
-        (model(x) * w).sum().backward()
-    return tracer.trace, [oracle[k] for k in range(12)], model
+    return traced.transformer(oracle=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from backtrace.render.draw import draw
 from backtrace.traces import Trace, TraceNode
 from backtrace.values import TensorStats, norm
 
+from . import traced
 from .test_export import svg_texts
 
 
@@ -246,22 +247,8 @@ def test_render_cli_folds_a_saved_torch_trace_and_says_so(net, tmp_path):
 @pytest.fixture(scope="module")
 def transformer():
     """A 12-layer TransformerEncoder traced by backtrace.trace, and torch's own block gradients."""
-    import backtrace
-
-    torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, batch_first=True,
-                                       dropout=0.0)
-    model = nn.TransformerEncoder(layer, num_layers=12, enable_nested_tensor=False)
-    x, w = torch.randn(2, 5, 16, requires_grad=True), torch.randn(2, 5, 16)
-    oracle: dict[int, tuple[float, float]] = {}
-    twin = copy.deepcopy(model)  # hooks on a twin, so the traced run is untouched
-    for k, block in enumerate(twin.layers):
-        block.register_full_backward_hook(lambda m, gin, gout, k=k: oracle.__setitem__(
-            k, (float(gin[0].norm()), float(gout[0].norm()))))
-    (twin(x.detach().clone().requires_grad_(True)) * w).sum().backward()
-    with backtrace.trace(model=model, names={"x": x}) as tracer:
-        (model(x) * w).sum().backward()
-    return tracer.trace, [oracle[k] for k in range(12)]
+    trace, oracle, _ = traced.transformer(d_model=16, nhead=2, tokens=5, oracle=True)
+    return trace, oracle
 
 
 def test_transformer_fold_norms_equal_torch_block_gradients(transformer):

@@ -15,6 +15,8 @@ from backtrace.ops import FUNCTIONS, INFIX_OPS
 from backtrace.parser import parse
 from backtrace.torch_engine import run as run_torch
 
+from .hostile_traces import paths
+
 UNARY = sorted(name for name, op in FUNCTIONS.items() if op.arity == 1)
 BINARY_CALLS = sorted(name for name, op in FUNCTIONS.items() if op.arity == 2)
 
@@ -119,19 +121,7 @@ def test_malformed_files_give_a_clear_error(data, message):
         Trace.from_json(data)
 
 
-def _paths(d, prefix=()):
-    """Every (path) to a value inside nested dicts and lists."""
-    if isinstance(d, dict):
-        for k, v in d.items():
-            yield prefix + (k,)
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(d, list):
-        for i, v in enumerate(d):
-            yield prefix + (i,)
-            yield from _paths(v, prefix + (i,))
-
-
-PATHS = [p for p in _paths(GOOD) if p[0] != "schema"]
+PATHS = [p for p in paths(GOOD) if p[0] != "schema"]
 JUNK = st.sampled_from([None, "text", 7, -1.5, [], {}, [1, "a"], {"float": "bogus"},
                         {"stats": 3}, {"list": 5}])
 

@@ -18,24 +18,14 @@ sys.path.insert(0, str(ROOT))
 
 from backtrace import explain  # noqa: E402
 from backtrace.render.formats import export  # noqa: E402
+from tests import traced  # noqa: E402
 from tests.pages import browser, console_errors, open_page  # noqa: E402
 
 
 def transformer(layers: int):
     """A TransformerEncoder (d_model 64, 4 heads, ff 128) traced on 2 × 8 tokens."""
-    import torch
-    from torch import nn
+    return traced.transformer(layers)
 
-    import backtrace
-
-    torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True,
-                                       dropout=0.0)
-    model = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
-    x = torch.randn(2, 8, 64, requires_grad=True)
-    with backtrace.trace(model=model, names={"x": x}) as tracer:
-        model(x).sum().backward()
-    return tracer.trace
 
 
 def traces() -> dict:

@@ -22,6 +22,7 @@ from backtrace.render.dot import to_graphviz  # noqa: E402
 from backtrace.fold import fold  # noqa: E402
 from backtrace.errors import RenderError  # noqa: E402
 from backtrace.render.layout import embedded_binary, run_dot  # noqa: E402
+from tests import traced  # noqa: E402
 
 TERMS = 10  # sum of tanh(w_i * x_i): 49 nodes
 FORMULAS = {
@@ -70,23 +71,8 @@ def formulas() -> None:
 
 def torch_traces():
     """(name, trace) for a transformer block, a 12- and a 48-layer model, from backtrace.tracer."""
-    import torch
-    from torch import nn
-
-    import backtrace
-
-    torch.manual_seed(0)
-    out = []
-    for name, layers in (("transformer block", 1), ("12-layer transformer", 12),
-                         ("48-layer transformer", 48)):
-        layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True,
-                                           dropout=0.0)
-        model = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
-        x = torch.randn(2, 8, 64, requires_grad=True)
-        with backtrace.trace(model=model, names={"x": x}) as tracer:
-            model(x).sum().backward()
-        out.append((name, tracer.trace))
-    return out
+    return [(name, traced.transformer(layers)) for name, layers in (
+        ("transformer block", 1), ("12-layer transformer", 12), ("48-layer transformer", 48))]
 
 
 def time_dot(binary: str | None, source: str, timeout: float) -> str:
