@@ -3,6 +3,7 @@ error per module and per parameter, what aligned with nothing. Boxed on a termin
 Markdown elsewhere; every table goes through render.tables."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..values import describe, format_number, shape_text
@@ -166,15 +167,13 @@ def show(report: DiffReport, style: str | None = None, limit: int | None = 10) -
 def explore(report: DiffReport, trace_b: Any, path: Any) -> Any:
     """Write the explorer page of run B's trace with the report in a Diff tab (its JSON and
     its text); returns the path."""
-    from pathlib import Path
-
     from ..errors import UsageError
     from ..render import to_text
     from ..render.explorer import REPORT_COLUMNS
-    from ..render.formats import export
+    from ..render.formats import FORMATS, export
     from ..traces import Trace
 
-    if Path(path).suffix.lower() not in (".html", ".htm"):
+    if Path(path).suffix.lower().lstrip(".") not in FORMATS["html"].suffixes:  # .html, .htm
         raise UsageError(f"diff -o writes an explorer page: give a path ending in .html, not {path}")
     data = {**report.to_dict(), "text": to_text(DiffView(report, "plain", 10), width=REPORT_COLUMNS)}
     meta = {**trace_b.meta, "diff": data}
