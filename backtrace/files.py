@@ -13,8 +13,9 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import BacktraceError
 
@@ -75,7 +76,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     except OSError as exc:
         raise _fail(Path(path), exc.strerror or str(exc)) from None
     try:
-        with _terminate_cleanly(), os.fdopen(fd, "wb") as f:
+        with sigterm_raises(Terminated), os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             # mkstemp makes the file private (0600); give it the mode a plain open() would.
@@ -97,14 +98,16 @@ class Terminated(SystemExit):
 
 
 @contextlib.contextmanager
-def _terminate_cleanly() -> Iterator[None]:
-    """SIGTERM raises Terminated here, so the temporary file is removed; then the process ends."""
+def sigterm_raises(error: Callable[[], BaseException]) -> Iterator[None]:
+    """While the block runs, SIGTERM raises error() in it instead of killing the process (only
+    the main thread may set handlers; elsewhere the default stays). Writing a file: the temporary
+    file is removed, then the process ends; running a user's script: its end is reported."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):
-        raise Terminated()
+    def handler(signum: int, frame: Any) -> None:
+        raise error()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:

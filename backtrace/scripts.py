@@ -10,15 +10,13 @@ import os
 import runpy
 import signal
 import sys
-import threading
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .files import sigterm_raises
 
 INTERRUPTED = 128 + signal.SIGINT  # the status a shell reports for a process stopped by Ctrl-C
 TERMINATED = 128 + signal.SIGTERM
@@ -71,24 +69,6 @@ def exit_code(exc: SystemExit) -> int:
     return int(exc.code) if isinstance(exc.code, int) else 1
 
 
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While the script runs, SIGTERM raises ScriptTerminated in it instead of killing the process
-    (only the main thread may set handlers; elsewhere the default stays)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise ScriptTerminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_script(script: str | Path, args: tuple[str, ...] | list[str] = ()) -> ScriptRun:
     """Run `script` as __main__ with `args` as its sys.argv[1:] and its folder first on sys.path;
     both are restored after. Whatever ends the script (an exception, sys.exit, Ctrl-C, SIGTERM) is
@@ -101,7 +81,7 @@ def run_script(script: str | Path, args: tuple[str, ...] | list[str] = ()) -> Sc
     sys.path.insert(0, str(path.parent))
     run = ScriptRun(path)
     try:
-        with _sigterm_raises():
+        with sigterm_raises(ScriptTerminated):
             runpy.run_path(str(path), run_name="__main__")
     except SystemExit as exc:
         run.exit_code = exit_code(exc)
